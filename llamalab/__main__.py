@@ -1,0 +1,143 @@
+"""Command line: ``python -m llamalab {fetch-model,probe,bench,notebooks} ...``.
+
+The CLI calls the same functions as the notebooks and tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+
+def _cmd_fetch_model(args) -> int:
+    from . import models
+
+    path = models.fetch_default_model(force=args.force)
+    problems = models.verify_cache(path, full=True)
+    if problems:
+        print("\n".join(problems), file=sys.stderr)
+        return 1
+    print(path)
+    return 0
+
+
+def _cmd_probe(args) -> int:
+    from . import config, models, probes
+
+    prof = config.load_profile(args.profile) if args.profile else None
+    limit = args.limit
+    if limit is None and prof is not None:
+        limit = prof.probes.limit.get(args.probe)
+    model = tok = None
+    spec = args.model or (prof.model.spec if prof else "default")
+    if not args.predictions:
+        dtype = args.dtype or (prof.model.dtype if prof else "auto")
+        model, tok = models.load_model(spec, dtype=dtype, adapter=args.adapter)
+    batch = args.batch_size or (prof.generation.batch_size if prof else 8)
+    result = probes.run_probe(args.probe, model, tok, data=args.data, limit=limit, chat=args.chat,
+                              batch_size=batch, predictions=args.predictions,
+                              model_spec=spec if not args.predictions else (args.model or "predictions"),
+                              adapter=args.adapter, profile=prof.name if prof else None)
+    out = Path(args.out) if args.out else probes.result_path(prof.name if prof else "adhoc", args.probe,
+                                                               result["model"], args.adapter)
+    probes.save_result(result, out)
+    print(json.dumps(result["summary"], indent=1, default=str))
+    print(f"results: {out}")
+    return 0
+
+
+def _cmd_bench(args) -> int:
+    from . import bench
+
+    if args.what == "generate":
+        bench.bench_generate(args.model, new_tokens=args.new_tokens, n_prompts=args.prompts)
+    elif args.what == "probes":
+        bench.bench_probes(args.model, batch_size=args.batch_size)
+    return 0
+
+
+def _cmd_notebooks(args) -> int:
+    import papermill as pm
+
+    from . import paths
+
+    nb_dir = paths.notebooks_dir()
+    out_dir = paths.runs_dir() / args.profile
+    out_dir.mkdir(parents=True, exist_ok=True)
+    notebooks = sorted(nb_dir.glob("[0-9][0-9]_*.ipynb"))
+    if args.only:
+        notebooks = [nb for nb in notebooks if any(nb.name.startswith(o) for o in args.only)]
+    os.environ["LLAMALAB_PROFILE"] = args.profile
+    done = []
+    for nb in notebooks:
+        target = out_dir / nb.name
+        t0 = time.perf_counter()
+        print(f"[llamalab] executing {nb.name} in the {args.profile} profile ...", flush=True)
+        pm.execute_notebook(str(nb), str(target), parameters={"PROFILE": args.profile}, kernel_name="python3",
+                            cwd=str(nb_dir), progress_bar=False, log_output=False)
+        done.append((target, time.perf_counter() - t0))
+    print("\nexecuted notebooks:")
+    for target, secs in done:
+        print(f"  {target}  ({secs:.0f} s)")
+    print(f"artifacts: {out_dir}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .probes import PROBES
+
+    p = argparse.ArgumentParser(prog="python -m llamalab", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    f = sub.add_parser("fetch-model", help="fetch and convert the default model into the cache")
+    f.add_argument("--force", action="store_true", help="fetch again even if the cache looks complete")
+    f.set_defaults(func=_cmd_fetch_model)
+
+    pr = sub.add_parser("probe", help="run one probe and write a results JSON")
+    pr.add_argument("probe", choices=PROBES)
+    pr.add_argument("--model", help="'default', 'tiny', a hub id or a local directory (default: the profile's)")
+    pr.add_argument("--adapter", help="a PEFT adapter directory to apply")
+    pr.add_argument("--data", help="probe data JSONL (default: data/probes/...)")
+    pr.add_argument("--limit", type=int, help="score only N items (a seeded sample)")
+    pr.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat template")
+    pr.add_argument("--profile", help="take model, dtype, batch size and limit from this profile")
+    pr.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"])
+    pr.add_argument("--batch-size", type=int)
+    pr.add_argument("--predictions", help="JSONL of {id, completion}: score these instead of generating")
+    pr.add_argument("--out", help="results JSON (default runs/<profile>/probes/<probe>__<model>.json)")
+    pr.set_defaults(func=_cmd_probe)
+
+    b = sub.add_parser("bench", help="benchmarks that print measured figures beside their baseline")
+    b.add_argument("what", choices=["generate", "probes"])
+    b.add_argument("--model", default="default")
+    b.add_argument("--new-tokens", type=int, default=64)
+    b.add_argument("--prompts", type=int, default=8)
+    b.add_argument("--batch-size", type=int, default=16)
+    b.set_defaults(func=_cmd_bench)
+
+    n = sub.add_parser("notebooks", help="execute the numbered notebooks into runs/<profile>/")
+    n.add_argument("--profile", default="cpu")
+    n.add_argument("--only", nargs="*", help="notebook name prefixes, e.g. 01 03")
+    n.set_defaults(func=_cmd_notebooks)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .config import ConfigError
+    from .data import DataError
+    from .models import ModelError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ConfigError, DataError, ModelError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

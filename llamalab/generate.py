@@ -1,0 +1,141 @@
+"""Batched, left-padded generation with the KV cache, a progress bar and per-probe stop conditions.
+
+``generate(model, tokenizer, prompts, ...)`` returns one completion per prompt, in order. Prompts
+are sorted by length and batched (similar lengths waste less padding); each row stops as soon as
+``find_end(text)`` says its answer is complete, and the whole batch stops when every row has, so no
+compute is spent past the answers. Completions are cut at that point.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+FindEnd = Callable[[str], "int | None"]
+
+
+def format_prompt(tokenizer, prompt: str, chat: bool = False, system: str | None = None) -> str:
+    """The text the model sees: the plain prompt, or the same content in the model's chat template."""
+    if not chat:
+        return prompt
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError("chat=True but this tokenizer has no chat template; use the plain-text prompt")
+    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+class _RowStopper:
+    """StoppingCriteria: decode each unfinished row's new tokens, ask ``find_end``."""
+
+    def __init__(self, tokenizer, prompt_len: int, find_end: FindEnd):
+        self.tokenizer, self.prompt_len, self.find_end = tokenizer, prompt_len, find_end
+        self.done: list[bool] | None = None
+
+    def __call__(self, input_ids, scores=None, **kwargs):
+        import torch
+
+        n = input_ids.shape[0]
+        if self.done is None:
+            self.done = [False] * n
+        new = input_ids[:, self.prompt_len:]
+        for i in range(n):
+            if not self.done[i]:
+                text = self.tokenizer.decode(new[i], skip_special_tokens=True)
+                self.done[i] = self.find_end(text) is not None
+        return torch.tensor(self.done, dtype=torch.bool, device=input_ids.device)
+
+
+def cut(text: str, find_end: FindEnd | None) -> str:
+    if find_end is None:
+        return text
+    end = find_end(text)
+    return text if end is None else text[:end]
+
+
+@dataclass
+class GenStats:
+    prompts: int = 0
+    new_tokens: int = 0
+    seconds: float = 0.0
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.new_tokens / self.seconds if self.seconds else 0.0
+
+
+def generate(
+    model,
+    tokenizer,
+    prompts: Sequence[str],
+    *,
+    max_new_tokens: int = 64,
+    batch_size: int = 8,
+    do_sample: bool = False,
+    temperature: float = 0.7,
+    top_p: float = 0.9,
+    seed: int | None = None,
+    find_end: FindEnd | None = None,
+    chat: bool = False,
+    progress: bool = True,
+    desc: str = "generate",
+    stats: GenStats | None = None,
+    min_new_tokens: int | None = None,
+) -> list[str]:
+    """Greedy by default (as PaLM did). Returns completions (without the prompt), in input order."""
+    import torch
+    from tqdm.auto import tqdm
+    from transformers import StoppingCriteriaList
+
+    if isinstance(prompts, str):
+        raise TypeError("prompts must be a list of strings, not one string")
+    if tokenizer.padding_side != "left":
+        raise ValueError("batched decoder-only generation needs tokenizer.padding_side == 'left'")
+    texts = [format_prompt(tokenizer, p, chat) for p in prompts]
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
+    out: list[str] = [""] * len(texts)
+    device = next(model.parameters()).device
+    if seed is not None:
+        torch.manual_seed(seed)
+    bar = tqdm(total=len(texts), desc=desc, disable=not progress, leave=False)
+    t0 = time.perf_counter()
+    new_tokens = 0
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        enc = tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True,
+                        add_special_tokens=not chat).to(device)
+        prompt_len = enc["input_ids"].shape[1]
+        kwargs = dict(max_new_tokens=max_new_tokens, do_sample=do_sample, pad_token_id=tokenizer.pad_token_id,
+                      use_cache=True)
+        if do_sample:
+            kwargs.update(temperature=temperature, top_p=top_p)
+        else:
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        if min_new_tokens:
+            kwargs["min_new_tokens"] = min_new_tokens
+        if find_end is not None:
+            kwargs["stopping_criteria"] = StoppingCriteriaList([_RowStopper(tokenizer, prompt_len, find_end)])
+        with torch.inference_mode():
+            seqs = model.generate(**enc, **kwargs)
+        gen = seqs[:, prompt_len:]
+        for row, i in enumerate(idx):
+            ids = gen[row]
+            mask = ids != tokenizer.pad_token_id
+            new_tokens += int(mask.sum())
+            out[i] = cut(tokenizer.decode(ids, skip_special_tokens=True), find_end)
+        bar.update(len(idx))
+    bar.close()
+    if stats is not None:
+        stats.prompts += len(texts)
+        stats.new_tokens += new_tokens
+        stats.seconds += time.perf_counter() - t0
+    return out
+
+
+def throughput(model, tokenizer, prompts: Sequence[str], *, batch_size: int, new_tokens: int) -> GenStats:
+    """Tokens/s generating exactly ``new_tokens`` per prompt (EOS suppressed), greedy."""
+    stats = GenStats()
+    generate(model, tokenizer, prompts, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
+             batch_size=batch_size, progress=False, stats=stats)
+    stats.new_tokens = len(prompts) * new_tokens
+    return stats

@@ -1,0 +1,154 @@
+"""The three probes of the 2023 first look at LLaMA, with scores: jokes, clickbait, sql.
+
+Each probe module (``jokes``, ``clickbait``, ``sql``) provides::
+
+    NAME, DEFAULT_DATA (relative to data/), MAX_NEW_TOKENS
+    load_items(path) -> list[dict]          # validated; errors name file:line:field
+    build_prompt(item) -> str                # the original plain-text prompt
+    find_end(text) -> int | None             # where the answer ends (stop condition)
+    score_item(item, completion) -> dict     # parsed answer + score fields
+    summarize(scored_items) -> dict          # the metrics
+
+``run_probe`` ties them to a model (or to given completions) and returns the results contract of
+design.md section 2: ``{"probe", "model", "adapter", "profile", "summary", "items"}``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import random
+import re
+import time
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from .. import paths
+from ..data import DataError, Field, read_jsonl
+
+PROBES = ("jokes", "clickbait", "sql")
+
+
+def get_probe(name: str) -> ModuleType:
+    if name not in PROBES:
+        raise ValueError(f"unknown probe {name!r} (probes: {', '.join(PROBES)})")
+    return importlib.import_module(f"{__name__}.{name}")
+
+
+def default_data(name: str) -> Path:
+    return paths.data_dir() / get_probe(name).DEFAULT_DATA
+
+
+def select(items: list[dict], limit: int | None, seed: int = 0) -> list[dict]:
+    """A deterministic sample of ``limit`` items (seeded shuffle, then original order), or all."""
+    if not limit or limit >= len(items):
+        return list(items)
+    keep = set(random.Random(seed).sample(range(len(items)), limit))
+    return [it for i, it in enumerate(items) if i in keep]
+
+
+def read_predictions(path: str | Path, items: list[dict]) -> dict[str, str]:
+    """``{"id", "completion"}`` JSONL -> {id: completion}; ids must exist in the probe data."""
+    rows = read_jsonl(path, [Field("id", (str, int)), Field("completion", str, nonempty=False)], unique="id")
+    known = {str(it["id"]) for it in items}
+    out = {}
+    with Path(path).open(encoding="utf-8") as fh:
+        lines = [n for n, t in enumerate(fh, start=1) if t.strip()]
+    for lineno, row in zip(lines, rows, strict=True):
+        key = str(row["id"])
+        if key not in known:
+            raise DataError(path, lineno, f"id {key!r} is not in the probe data", "id")
+        out[key] = row["completion"]
+    return out
+
+
+def _public(item: dict) -> dict:
+    return {k: v for k, v in item.items() if not k.startswith("_")}
+
+
+def run_probe(
+    name: str,
+    model=None,
+    tokenizer=None,
+    *,
+    data: str | Path | None = None,
+    limit: int | None = None,
+    chat: bool = False,
+    batch_size: int = 8,
+    max_new_tokens: int | None = None,
+    predictions: str | Path | None = None,
+    model_spec: str | None = None,
+    adapter: str | None = None,
+    profile: str | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run one probe: generate (or read ``predictions``), parse, score, summarize."""
+    from ..generate import GenStats, format_prompt, generate
+
+    mod = get_probe(name)
+    data_path = Path(data) if data else default_data(name)
+    items = mod.load_items(data_path)
+    if predictions:
+        preds = read_predictions(predictions, items)
+        items = [it for it in items if str(it["id"]) in preds]
+        items = select(items, limit)
+        prompts = [mod.build_prompt(it) for it in items]
+        completions = [preds[str(it["id"])] for it in items]
+        gen_info: dict[str, Any] = {"source": f"predictions file {predictions}"}
+    else:
+        if model is None or tokenizer is None:
+            raise ValueError("run_probe needs a model and tokenizer, or predictions=")
+        items = select(items, limit)
+        raw = [mod.build_prompt(it) for it in items]
+        prompts = [format_prompt(tokenizer, p, chat) for p in raw]
+        stats = GenStats()
+        completions = generate(model, tokenizer, raw, chat=chat, batch_size=batch_size,
+                               max_new_tokens=max_new_tokens or mod.MAX_NEW_TOKENS, find_end=mod.find_end,
+                               progress=progress, desc=f"probe {name}", stats=stats)
+        gen_info = {"decoding": "greedy", "batch_size": batch_size,
+                    "max_new_tokens": max_new_tokens or mod.MAX_NEW_TOKENS,
+                    "seconds": round(stats.seconds, 2), "new_tokens": stats.new_tokens,
+                    "items_per_s": round(len(items) / stats.seconds, 3) if stats.seconds else None,
+                    "dtype": getattr(model, "llamalab_info", {}).get("dtype")}
+    t0 = time.perf_counter()
+    scored = [
+        {**_public(it), "prompt": p, "completion": c, **mod.score_item(it, c)}
+        for it, p, c in zip(items, prompts, completions, strict=True)
+    ]
+    summary = mod.summarize(scored)
+    return {
+        "probe": name,
+        "model": model_spec or getattr(model, "llamalab_info", {}).get("spec"),
+        "adapter": str(adapter) if adapter else getattr(model, "llamalab_info", {}).get("adapter"),
+        "profile": profile,
+        "prompt_format": "chat" if chat else "plain",
+        "data": str(data_path),
+        "generation": gen_info,
+        "scoring_seconds": round(time.perf_counter() - t0, 3),
+        "summary": summary,
+        "items": scored,
+    }
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(text)).strip("_") or "model"
+
+
+def result_path(profile: str, name: str, model_spec: str, adapter: str | None = None) -> Path:
+    tag = slug(model_spec) + (f"+{slug(Path(adapter).name)}" if adapter else "")
+    return paths.stage_dir(profile, "probes") / f"{name}__{tag}.json"
+
+
+def save_result(result: dict, path: str | Path) -> Path:
+    """Write a results JSON atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(result, indent=1, ensure_ascii=False, default=str), encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+def load_result(path: str | Path) -> dict:
+    return json.loads(Path(path).read_text(encoding="utf-8"))

