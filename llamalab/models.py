@@ -197,23 +197,25 @@ def pick_device(device: str | None = None) -> str:
 
 @functools.lru_cache(maxsize=1)
 def cpu_bf16_speedup() -> float:
-    """Measured bf16/fp32 matmul throughput ratio on this CPU (AMX or AVX512-BF16 make it > 1)."""
+    """Measured bf16/fp32 matmul throughput ratio on this CPU (AMX or AVX512-BF16 make it > 1).
+
+    The two dtypes are timed in alternation and the best round of each is kept, so a busy machine
+    slows both alike instead of biasing the choice.
+    """
     import torch
 
-    n = 512
-    out = {}
-    for dt in (torch.float32, torch.bfloat16):
-        a, b = torch.randn(n, n, dtype=dt), torch.randn(n, n, dtype=dt)
-        for _ in range(3):
-            a @ b
-        best = float("inf")
-        for _ in range(5):
+    n = 768
+    mats = {dt: (torch.randn(n, n, dtype=dt), torch.randn(n, n, dtype=dt)) for dt in (torch.float32, torch.bfloat16)}
+    best = dict.fromkeys(mats, float("inf"))
+    for a, b in mats.values():  # warm-up
+        a @ b
+    for _ in range(6):
+        for dt, (a, b) in mats.items():
             t0 = time.perf_counter()
-            for _ in range(4):
+            for _ in range(3):
                 a @ b
-            best = min(best, time.perf_counter() - t0)
-        out[dt] = best
-    return out[torch.float32] / out[torch.bfloat16]
+            best[dt] = min(best[dt], time.perf_counter() - t0)
+    return best[torch.float32] / best[torch.bfloat16]
 
 
 def resolve_dtype(dtype: str = "auto", device: str = "cpu") -> tuple[Any, str]:

@@ -58,7 +58,10 @@ def test_missing_local_dir_and_dir_without_config(tmp_path):
 
 
 def test_hub_id_without_network_or_cache_says_what_to_run(monkeypatch, tmp_path):
+    import huggingface_hub.constants as hf_constants
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)  # read once at import time
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     with pytest.raises(models.ModelError, match="huggingface-cli download"):
         models.load_model("llamalab-test/does-not-exist", verbose=False)

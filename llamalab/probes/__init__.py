@@ -152,3 +152,43 @@ def save_result(result: dict, path: str | Path) -> Path:
 
 def load_result(path: str | Path) -> dict:
     return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def run_for_profile(name: str, profile, models_list: list[str] | None = None, *, progress: bool = True,
+                    save: bool = True) -> list[dict]:
+    """Run one probe on each of the profile's models (``probes.models``); save each results JSON.
+
+    Models are loaded one at a time and released, so a 7B model and the default fit one GPU in turn.
+    """
+    import gc
+
+    from .. import models as _models
+
+    results = []
+    for spec in models_list or profile.probes.models:
+        dtype = profile.model.dtype if spec == profile.model.spec else "auto"
+        quant = profile.model.quantization if spec == profile.model.spec else None
+        model, tok = _models.load_model(spec, dtype=dtype, quantization=quant)
+        res = run_probe(name, model, tok, limit=profile.probes.limit.get(name), chat=profile.probes.chat,
+                        batch_size=profile.generation.batch_size, model_spec=spec, profile=profile.name,
+                        progress=progress)
+        if save:
+            res["path"] = str(save_result(res, result_path(profile.name, name, spec)))
+        results.append(res)
+        del model, tok
+        gc.collect()
+    return results
+
+
+def summary_table(results: list[dict], keys: list[str] | None = None):
+    """A pandas DataFrame: one row per result (model), the summary's scalar metrics as columns."""
+    import pandas as pd
+
+    rows = []
+    for r in results:
+        s = {k: v for k, v in r["summary"].items() if isinstance(v, (int, float, str)) or v is None}
+        if keys:
+            s = {k: s.get(k) for k in keys}
+        label = r["model"] + (f" + {Path(r['adapter']).name}" if r.get("adapter") else "")
+        rows.append({"model": label, **s})
+    return pd.DataFrame(rows).set_index("model")

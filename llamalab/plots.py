@@ -1,0 +1,89 @@
+"""Matplotlib figures the notebooks show. Each returns the Figure (and saves it when given a path)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+
+
+def _label(r: dict) -> str:
+    return r["model"] + (f"\n+{Path(r['adapter']).name}" if r.get("adapter") else "")
+
+
+def _save(fig, path):
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=120, bbox_inches="tight")
+    return fig
+
+
+def clickbait_figure(results: list[dict], path: str | Path | None = None):
+    """Accuracy and format rate per model, and the confusion matrix of the first model."""
+    fig, (ax1, *cms) = plt.subplots(1, 1 + len(results), figsize=(5 + 3.2 * len(results), 3.6))
+    names = [_label(r) for r in results]
+    x = range(len(results))
+    acc = [r["summary"]["accuracy"] or 0 for r in results]
+    fmt = [r["summary"]["format_ok_rate"] or 0 for r in results]
+    ax1.bar([i - 0.2 for i in x], acc, width=0.4, label="accuracy")
+    ax1.bar([i + 0.2 for i in x], fmt, width=0.4, label="format ok")
+    ax1.axhline(0.5, color="grey", lw=0.8, ls="--", label="chance (balanced)")
+    ax1.set_xticks(list(x), names, fontsize=8)
+    ax1.set_ylim(0, 1)
+    ax1.legend(fontsize=8)
+    ax1.set_title("clickbait")
+    for ax, r in zip(cms, results, strict=True):
+        conf = r["summary"]["confusion"]
+        truths, preds = ["yes", "no"], ["yes", "no", "none"]
+        m = [[conf.get(t, {}).get(p, 0) for p in preds] for t in truths]
+        ax.imshow(m, cmap="Blues")
+        for i in range(2):
+            for j in range(3):
+                ax.text(j, i, m[i][j], ha="center", va="center")
+        ax.set_xticks(range(3), preds)
+        ax.set_yticks(range(2), truths)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        ax.set_title(_label(r).replace("\n", " "), fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def sql_figure(results: list[dict], path: str | Path | None = None):
+    """Execution accuracy by difficulty per model, and the failure categories."""
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
+    diffs = ["easy", "medium", "hard"]
+    width = 0.8 / max(1, len(results))
+    for k, r in enumerate(results):
+        by = r["summary"].get("by_difficulty", {})
+        vals = [(by.get(d) or {}).get("execution_accuracy") or 0 for d in diffs]
+        ax1.bar([i + k * width for i in range(3)], vals, width=width, label=_label(r).replace("\n", " "))
+    ax1.set_xticks([i + width * (len(results) - 1) / 2 for i in range(3)], diffs)
+    ax1.set_ylim(0, 1)
+    ax1.set_ylabel("execution accuracy")
+    ax1.legend(fontsize=8)
+    cats = sorted({c for r in results for c in r["summary"].get("failures", {})})
+    for k, r in enumerate(results):
+        f = r["summary"].get("failures", {})
+        ax2.bar([i + k * width for i in range(len(cats))], [f.get(c, 0) for c in cats], width=width)
+    ax2.set_xticks([i + width * (len(results) - 1) / 2 for i in range(len(cats))], cats, rotation=30, fontsize=8)
+    ax2.set_ylabel("items")
+    ax2.set_title("failure categories")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def jokes_figure(results: list[dict], path: str | Path | None = None):
+    """The rough lexical proxy per joke and model (labelled as a proxy)."""
+    fig, ax = plt.subplots(figsize=(8, 3.4))
+    width = 0.8 / max(1, len(results))
+    for k, r in enumerate(results):
+        vals = [it.get("proxy_overlap") or 0 for it in r["items"]]
+        ax.bar([i + k * width for i in range(len(vals))], vals, width=width, label=_label(r).replace("\n", " "))
+    ids = [it["id"] for it in results[0]["items"]] if results else []
+    ax.set_xticks(range(len(ids)), ids, rotation=60, fontsize=7)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("reference-word overlap (rough proxy)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
