@@ -87,6 +87,42 @@ def _cmd_notebooks(args) -> int:
     return 0
 
 
+def _cmd_train(args) -> int:
+    from . import config
+    from .train import common
+
+    prof = config.load_profile(args.profile)
+    if args.stage == "sft":
+        from .train.sft import train_sft
+
+        m = train_sft(prof, resume=args.resume)
+    elif args.stage == "reward":
+        from .train.reward import train_reward
+
+        m = train_reward(prof, resume=args.resume)
+    else:
+        from .train.ppo import train_ppo
+
+        m = train_ppo(prof)
+    shown = {k: v for k, v in m.items() if not isinstance(v, (list, dict)) or k in ("first_update", "last_update")}
+    print(json.dumps(shown, indent=1, default=str))
+    print(f"artifacts: {common.paths.stage_dir(prof.name, args.stage)}")
+    return 0
+
+
+def _cmd_reward(args) -> int:
+    from .train.reward import load_reward_model, pairwise_metrics
+    from .trainsets import load_preferences
+
+    model, tok = load_reward_model(args.model)
+    pairs = load_preferences(args.data)
+    if args.split:
+        pairs = [p for p in pairs if p.get("split", "train") == args.split]
+    m = pairwise_metrics(model, tok, pairs)
+    print(f"pairs: {m['n']}  pairwise accuracy: {m['pairwise_accuracy']:.3f}  mean margin: {m['mean_margin']:.3f}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .probes import PROBES
 
@@ -119,6 +155,20 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--batch-size", type=int, default=16)
     b.set_defaults(func=_cmd_bench)
 
+    t = sub.add_parser("train", help="run a stage of the recipe: sft, reward, ppo")
+    t.add_argument("stage", choices=["sft", "reward", "ppo"])
+    t.add_argument("--profile", default="cpu")
+    t.add_argument("--resume", action="store_true", help="continue from the stage's last checkpoint")
+    t.set_defaults(func=_cmd_train)
+
+    r = sub.add_parser("reward", help="reward-model utilities")
+    rs = r.add_subparsers(dest="reward_command", required=True)
+    sc = rs.add_parser("score", help="pairwise accuracy of a merged reward model on a preference file")
+    sc.add_argument("--model", required=True, help="a merged reward model directory (runs/<profile>/reward/merged)")
+    sc.add_argument("--data", required=True, help="preference JSONL {prompt, chosen, rejected}")
+    sc.add_argument("--split", choices=["train", "eval"], help="only rows of this split")
+    sc.set_defaults(func=_cmd_reward)
+
     n = sub.add_parser("notebooks", help="execute the numbered notebooks into runs/<profile>/")
     n.add_argument("--profile", default="cpu")
     n.add_argument("--only", nargs="*", help="notebook name prefixes, e.g. 01 03")
@@ -134,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, DataError, ModelError, ValueError) as exc:
+    except (ConfigError, DataError, ModelError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -8,6 +8,7 @@ compute is spent past the answers. Completions are cut at that point.
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -23,6 +24,21 @@ def format_prompt(tokenizer, prompt: str, chat: bool = False, system: str | None
         raise ValueError("chat=True but this tokenizer has no chat template; use the plain-text prompt")
     messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+MIN_SHARED_PREFIX = 32  # tokens; below this, reusing the prefix's cache is not worth a copy
+
+
+def shared_prefix_length(ids: Sequence[Sequence[int]], minimum: int = MIN_SHARED_PREFIX) -> int:
+    """Length of the token prefix all prompts share, leaving each at least one token of its own."""
+    if len(ids) < 2:
+        return 0
+    n = min(len(x) for x in ids) - 1
+    first = ids[0]
+    k = 0
+    while k < n and all(x[k] == first[k] for x in ids):
+        k += 1
+    return k if k >= minimum else 0
 
 
 class _RowStopper:
@@ -81,8 +97,13 @@ def generate(
     desc: str = "generate",
     stats: GenStats | None = None,
     min_new_tokens: int | None = None,
+    reuse_prefix: bool = True,
 ) -> list[str]:
-    """Greedy by default (as PaLM did). Returns completions (without the prompt), in input order."""
+    """Greedy by default (as PaLM did). Returns completions (without the prompt), in input order.
+
+    ``reuse_prefix``: when all prompts share a long token prefix (a few-shot exemplar), its
+    keys/values are computed once and reused by every batch instead of recomputed per prompt.
+    """
     import torch
     from tqdm.auto import tqdm
     from transformers import StoppingCriteriaList
@@ -92,21 +113,33 @@ def generate(
     if tokenizer.padding_side != "left":
         raise ValueError("batched decoder-only generation needs tokenizer.padding_side == 'left'")
     texts = [format_prompt(tokenizer, p, chat) for p in prompts]
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
+    ids = [tokenizer(t, add_special_tokens=not chat)["input_ids"] for t in texts]
+    order = sorted(range(len(texts)), key=lambda i: len(ids[i]), reverse=True)
     out: list[str] = [""] * len(texts)
     device = next(model.parameters()).device
+    pad = tokenizer.pad_token_id
     if seed is not None:
         torch.manual_seed(seed)
+    prefix_len = shared_prefix_length(ids) if reuse_prefix else 0
+    prefix_cache = None
+    if prefix_len:
+        with torch.inference_mode():
+            prefix_cache = model(input_ids=torch.tensor([ids[0][:prefix_len]], device=device),
+                                 use_cache=True)["cache"]
     bar = tqdm(total=len(texts), desc=desc, disable=not progress, leave=False)
     t0 = time.perf_counter()
     new_tokens = 0
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
-        enc = tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True,
-                        add_special_tokens=not chat).to(device)
-        prompt_len = enc["input_ids"].shape[1]
-        kwargs = dict(max_new_tokens=max_new_tokens, do_sample=do_sample, pad_token_id=tokenizer.pad_token_id,
-                      use_cache=True)
+        rows = [ids[i][prefix_len:] for i in idx]
+        width = max(len(r) for r in rows)
+        # [shared prefix][left padding][rest]: positions come from the attention mask, so the padding
+        # in the middle is invisible to the model and the prefix's cached keys/values are reused.
+        head = ids[idx[0]][:prefix_len]
+        input_ids = torch.tensor([head + [pad] * (width - len(r)) + r for r in rows], device=device)
+        mask = torch.tensor([[1] * prefix_len + [0] * (width - len(r)) + [1] * len(r) for r in rows], device=device)
+        prompt_len = input_ids.shape[1]
+        kwargs = dict(max_new_tokens=max_new_tokens, do_sample=do_sample, pad_token_id=pad, use_cache=True)
         if do_sample:
             kwargs.update(temperature=temperature, top_p=top_p)
         else:
@@ -115,14 +148,17 @@ def generate(
             kwargs["min_new_tokens"] = min_new_tokens
         if find_end is not None:
             kwargs["stopping_criteria"] = StoppingCriteriaList([_RowStopper(tokenizer, prompt_len, find_end)])
+        if prefix_cache is not None:
+            cache = copy.deepcopy(prefix_cache)
+            cache.batch_repeat_interleave(len(idx))
+            kwargs["cache"] = cache
         with torch.inference_mode():
-            seqs = model.generate(**enc, **kwargs)
+            seqs = model.generate(input_ids=input_ids, attention_mask=mask, **kwargs)
         gen = seqs[:, prompt_len:]
         for row, i in enumerate(idx):
-            ids = gen[row]
-            mask = ids != tokenizer.pad_token_id
-            new_tokens += int(mask.sum())
-            out[i] = cut(tokenizer.decode(ids, skip_special_tokens=True), find_end)
+            toks = gen[row]
+            new_tokens += int((toks != pad).sum())
+            out[i] = cut(tokenizer.decode(toks, skip_special_tokens=True), find_end)
         bar.update(len(idx))
     bar.close()
     if stats is not None:

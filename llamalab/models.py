@@ -249,10 +249,14 @@ CHATML_TEMPLATE = (
 
 def prepare_tokenizer(tokenizer, model=None):
     """Pad token set, left padding (for generation), model config kept in sync."""
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    # A pad token distinct from EOS, where the vocabulary has one: PPO truncates responses after EOS
+    # and finds the last real token by the pad id, and a reward model reads the score at the last
+    # non-pad token, so EOS must never be taken for padding.
+    if tokenizer.pad_token is None or tokenizer.pad_token == tokenizer.eos_token:
+        spare = tokenizer.unk_token if tokenizer.unk_token not in (None, tokenizer.eos_token) else None
+        tokenizer.pad_token = spare or tokenizer.pad_token or tokenizer.eos_token
     tokenizer.padding_side = "left"
-    if model is not None and getattr(model.config, "pad_token_id", None) is None:
+    if model is not None:
         model.config.pad_token_id = tokenizer.pad_token_id
     if model is not None and getattr(model, "generation_config", None) is not None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
@@ -275,7 +279,7 @@ def tiny_tokenizer():
               "The quick brown fox jumps over the lazy dog."] * 4
     tok.train_from_iterator(corpus, trainer=trainer)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<|endoftext|>", bos_token="<|im_start|>",
-                                   eos_token="<|im_end|>", pad_token="<|im_end|>")
+                                   eos_token="<|im_end|>", pad_token="<|endoftext|>")
     fast.chat_template = CHATML_TEMPLATE
     return fast
 

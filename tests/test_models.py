@@ -12,6 +12,7 @@ def test_tiny_model_is_a_llama_ready_for_batched_generation(tiny):
     model, tok = tiny
     assert type(model).__name__ == "LlamaForCausalLM"
     assert tok.padding_side == "left" and tok.pad_token is not None
+    assert tok.pad_token_id != tok.eos_token_id  # PPO and reward models find the last real token by pad id
     assert model.config.num_key_value_heads < model.config.num_attention_heads  # GQA, like the default
 
 
@@ -144,3 +145,27 @@ def test_default_model_is_the_real_smollm2_llama(default_model):
     # real weights, not random: greedy decoding knows a fact
     out = generate(model, tok, ["The capital of France is"], max_new_tokens=8, progress=False)[0]
     assert "Paris" in out
+
+
+def test_shared_prefix_cache_gives_the_same_completions(tiny):
+    from llamalab.generate import shared_prefix_length
+    from llamalab.probes import clickbait
+
+    model, tok = tiny
+    prompts = [clickbait.build_prompt({"title": t}) for t in
+               ["Ten things nobody tells you about llamas", "Parliament passes the budget bill", "Rain expected"]]
+    ids = [tok(p)["input_ids"] for p in prompts]
+    assert shared_prefix_length(ids) > 32  # the few-shot exemplar is shared
+    reused = generate(model, tok, prompts, max_new_tokens=6, batch_size=2, progress=False, reuse_prefix=True)
+    plain = generate(model, tok, prompts, max_new_tokens=6, batch_size=2, progress=False, reuse_prefix=False)
+    assert reused == plain
+
+
+def test_shared_prefix_length_rules():
+    from llamalab.generate import shared_prefix_length
+
+    base = list(range(40))
+    assert shared_prefix_length([base + [1], base + [2, 3]]) == 40
+    assert shared_prefix_length([base, base]) == 39  # each prompt keeps a token of its own
+    assert shared_prefix_length([base[:10] + [1], base[:10] + [2]]) == 0  # too short to be worth it
+    assert shared_prefix_length([base + [1]]) == 0

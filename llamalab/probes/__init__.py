@@ -82,6 +82,7 @@ def run_probe(
     adapter: str | None = None,
     profile: str | None = None,
     progress: bool = True,
+    reuse_prefix: bool = True,
 ) -> dict[str, Any]:
     """Run one probe: generate (or read ``predictions``), parse, score, summarize."""
     from ..generate import GenStats, format_prompt, generate
@@ -105,8 +106,9 @@ def run_probe(
         stats = GenStats()
         completions = generate(model, tokenizer, raw, chat=chat, batch_size=batch_size,
                                max_new_tokens=max_new_tokens or mod.MAX_NEW_TOKENS, find_end=mod.find_end,
-                               progress=progress, desc=f"probe {name}", stats=stats)
-        gen_info = {"decoding": "greedy", "batch_size": batch_size,
+                               progress=progress, desc=f"probe {name}", stats=stats,
+                               reuse_prefix=reuse_prefix)
+        gen_info = {"decoding": "greedy", "batch_size": batch_size, "reuse_prefix": reuse_prefix,
                     "max_new_tokens": max_new_tokens or mod.MAX_NEW_TOKENS,
                     "seconds": round(stats.seconds, 2), "new_tokens": stats.new_tokens,
                     "items_per_s": round(len(items) / stats.seconds, 3) if stats.seconds else None,

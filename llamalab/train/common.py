@@ -1,0 +1,165 @@
+"""What every training stage shares: typed TRL/PEFT configs from a profile, stage directories,
+run_info.json, metrics, checkpoint discovery and a timing callback."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from .. import models, paths
+from ..config import ConfigError, Profile
+
+
+class StageMissing(FileNotFoundError):
+    """A stage needs an earlier stage's output that is not there."""
+
+
+# Which notebook/CLI produces each stage, for "run X first" messages.
+PRODUCERS = {
+    "sft": "notebook 05_sft_lora (or `python -m llamalab train sft --profile {p}`)",
+    "reward": "notebook 06_reward_model (or `python -m llamalab train reward --profile {p}`)",
+}
+
+
+def require_stage(profile: Profile, stage: str, what: str = "merged") -> Path:
+    """The directory of an earlier stage's artifact, or a StageMissing saying what to run."""
+    path = profile.stage_dir(stage) / what
+    if not (path / "config.json").is_file() and not (path / "adapter_config.json").is_file():
+        raise StageMissing(
+            f"{path} is missing: run {PRODUCERS.get(stage, stage).format(p=profile.name)} first"
+        )
+    return path
+
+
+def section(profile: Profile, name: str) -> dict[str, Any]:
+    return dict(profile.extra.get(name, {}))
+
+
+def build_dataclass(cls: type, values: dict[str, Any], profile: Profile, section_name: str, **fixed):
+    """``cls(**values, **fixed)``; an unknown key is a ConfigError naming the profile file and key."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in values:
+        if key not in names:
+            raise ConfigError(f"{profile.path}: {section_name}.{key}: unknown key for {cls.__name__}")
+    return cls(**{**values, **fixed})
+
+
+def lora_config(profile: Profile, task_type: str = "CAUSAL_LM", **overrides):
+    """PEFT LoraConfig from the profile's ``lora`` section (attention and MLP projections)."""
+    from peft import LoraConfig
+
+    values = section(profile, "lora")
+    values.setdefault("target_modules", ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                                         "down_proj"])
+    values.update(overrides)
+    return build_dataclass(LoraConfig, values, profile, "lora", task_type=task_type)
+
+
+def git_sha() -> str | None:
+    root = paths.repo_root()
+    if root is None:
+        return None
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True,
+                               timeout=5).stdout.strip()
+        return out.stdout.strip() + ("+dirty" if dirty else "") if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def write_json(path: Path, obj: Any) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1, default=str))
+    tmp.replace(path)
+    return path
+
+
+def run_info(profile: Profile, stage: str, config_objs: dict[str, Any], extra: dict | None = None) -> dict:
+    def plain(obj):
+        if dataclasses.is_dataclass(obj):
+            return {k: v for k, v in dataclasses.asdict(obj).items() if _jsonable(v)}
+        return obj
+
+    return {"stage": stage, "profile": profile.name, "profile_file": str(profile.path),
+            "config": {k: plain(v) for k, v in config_objs.items()}, "versions": models.env_summary(),
+            "git_sha": git_sha(), "world_size": world_size(),
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **(extra or {})}
+
+
+def _jsonable(v: Any) -> bool:
+    try:
+        json.dumps(v, default=str)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
+def last_checkpoint(directory: Path) -> Path | None:
+    cks = sorted(directory.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
+    return cks[-1] if cks else None
+
+
+def replace_dir(src: Path, dst: Path) -> None:
+    """Move a finished artifact into place, replacing an older one (never a half-written mix)."""
+    if dst.exists():
+        old = dst.with_name(dst.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        dst.rename(old)
+        shutil.rmtree(old, ignore_errors=True)
+    src.rename(dst)
+
+
+def train_dtype(profile: Profile) -> tuple[Any, str]:
+    """dtype for the frozen base weights during training (LoRA weights stay fp32)."""
+    dtype = section(profile, "train").get("dtype", profile.model.dtype) if "train" in profile.extra else \
+        profile.model.dtype
+    return models.resolve_dtype(dtype, models.pick_device())
+
+
+def memory_and_time(trainer, started: float) -> dict[str, Any]:
+    """Memory and time stats after training, from one place (unsloth's habit)."""
+    import resource
+
+    import torch
+
+    out = {"train_seconds": round(time.perf_counter() - started, 1),
+           "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2, 2)}
+    if torch.cuda.is_available():
+        out["peak_cuda_gib"] = round(torch.cuda.max_memory_allocated() / 1024**3, 2)
+    return out
+
+
+def log(msg: str) -> None:
+    models._log(msg)
+
+
+def chat_ids(tokenizer, messages: list[dict], *, add_generation_prompt: bool = False) -> list[int]:
+    """Token ids of a conversation in the model's chat template.
+
+    A finished conversation is cut right after its last EOS (ChatML adds a newline after
+    ``<|im_end|>``): reward models are trained and queried on sequences whose last real token is
+    the EOS, exactly what PPO's rollouts end with.
+    """
+    ids = tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=add_generation_prompt,
+                                        return_dict=True)["input_ids"]
+    ids = list(ids)
+    if not add_generation_prompt and tokenizer.eos_token_id in ids:
+        last = len(ids) - 1 - ids[::-1].index(tokenizer.eos_token_id)
+        ids = ids[: last + 1]
+    return ids

@@ -1,0 +1,173 @@
+"""Stage 3 of the recipe: PPO with LoRA (TRL 1.12's ``trl.experimental.ppo``), and RLOO beside it.
+
+- Policy: the merged SFT model with a new LoRA adapter. Reference: the same model with the adapter
+  disabled (PEFT), so no second copy of the weights; this is why the SFT adapter is merged first.
+- Reward: the merged reward model; value model: initialised from the reward model (both plain
+  ``AutoModelForSequenceClassification`` models, as TRL's PPO needs).
+- Queries are left-padded (right padding makes the first update's KL ~31 instead of ~0), and the
+  pad token is distinct from EOS, so responses are cut after EOS and the reward model reads the
+  score at the last real token (the EOS). Responses without EOS get ``missing_eos_penalty``.
+- Every update's metrics go to ``runs/<profile>/ppo/metrics.jsonl`` (score, KL, entropy, policy and
+  value loss, clip fraction, response length).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from .. import models, paths
+from ..config import Profile
+from . import common
+
+DEFAULT_PROMPTS = "train/ppo_prompts.jsonl"
+HELDOUT_PROMPTS = "train/ppo_prompts_heldout.jsonl"
+
+# TRL's names -> ours, for metrics.jsonl
+METRIC_KEYS = {
+    "objective/scores": "score", "objective/kl": "kl", "objective/entropy": "entropy",
+    "objective/rlhf_reward": "rlhf_reward", "objective/non_score_reward": "non_score_reward",
+    "loss/policy_avg": "policy_loss", "loss/value_avg": "value_loss", "policy/clipfrac_avg": "clip_fraction",
+    "val/clipfrac_avg": "value_clip_fraction", "policy/approxkl_avg": "approx_kl", "val/num_eos_tokens": "num_eos",
+    "lr": "lr", "episode": "episode",
+}
+
+
+def load_prompts(profile: Profile, path: str | Path | None = None, *, heldout: bool = False) -> list[dict]:
+    from ..trainsets import load_ppo_prompts
+
+    default = HELDOUT_PROMPTS if heldout else DEFAULT_PROMPTS
+    rows = load_ppo_prompts(Path(path) if path else paths.data_dir() / default)
+    n = common.section(profile, "data").get("ppo_heldout" if heldout else "ppo_train")
+    return rows[:n] if n else rows
+
+
+def query_dataset(tokenizer, rows: list[dict]):
+    """Tokenized queries (chat template + generation prompt), for TRL's left-padding collator."""
+    from datasets import Dataset
+
+    ids = [common.chat_ids(tokenizer, r["prompt"], add_generation_prompt=True) for r in rows]
+    return Dataset.from_dict({"input_ids": ids})
+
+
+class _ResponseLengths:
+    """Records the length of each truncated response during a PPO update (TRL does not log it)."""
+
+    def __init__(self):
+        self.lengths: list[int] = []
+
+    @contextlib.contextmanager
+    def patched(self):
+        from trl.experimental.ppo import ppo_trainer as mod
+
+        original = mod.truncate_response
+
+        def wrapper(stop_token_id, pad_token_id, responses):
+            out = original(stop_token_id, pad_token_id, responses)
+            self.lengths.extend((out != pad_token_id).sum(dim=1).tolist())
+            return out
+
+        mod.truncate_response = wrapper
+        try:
+            yield self
+        finally:
+            mod.truncate_response = original
+
+    def take_mean(self) -> float | None:
+        vals, self.lengths = self.lengths, []
+        return sum(vals) / len(vals) if vals else None
+
+
+def _metrics_callback(path: Path, lengths: _ResponseLengths):
+    from transformers import TrainerCallback
+
+    class MetricsJsonl(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if not logs or "objective/kl" not in logs:
+                return
+            row = {"update": state.global_step, **{ours: logs.get(theirs) for theirs, ours in METRIC_KEYS.items()},
+                   "response_length": lengths.take_mean()}
+            with path.open("a") as fh:
+                fh.write(json.dumps(row) + "\n")
+
+    return MetricsJsonl()
+
+
+def ppo_config(profile: Profile, output_dir: Path, **overrides):
+    import torch
+    from trl.experimental.ppo import PPOConfig
+
+    values = common.section(profile, "ppo")
+    values.update(overrides)
+    return common.build_dataclass(PPOConfig, values, profile, "ppo", output_dir=str(output_dir), report_to=[],
+                                  use_cpu=not torch.cuda.is_available(), stop_token="eos",
+                                  save_strategy="no")
+
+
+def load_stack(profile: Profile, dtype=None):
+    """(policy, value, reward, tokenizer) for PPO/RLOO from the earlier stages' directories."""
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+
+    sft_dir = common.require_stage(profile, "sft")
+    rm_dir = common.require_stage(profile, "reward")
+    if dtype is None:
+        dtype, _ = common.train_dtype(profile)
+    policy = AutoModelForCausalLM.from_pretrained(sft_dir, dtype=dtype)
+    tok = models.prepare_tokenizer(AutoTokenizer.from_pretrained(sft_dir), policy)
+    value = AutoModelForSequenceClassification.from_pretrained(rm_dir, num_labels=1, dtype=dtype)
+    reward = AutoModelForSequenceClassification.from_pretrained(rm_dir, num_labels=1, dtype=dtype)
+    for m in (value, reward):
+        m.config.pad_token_id = tok.pad_token_id
+    reward.eval()
+    return policy, value, reward, tok, sft_dir, rm_dir
+
+
+def train_ppo(profile: Profile, *, prompts: str | Path | None = None, progress: bool = True,
+              callbacks: list | None = None) -> dict[str, Any]:
+    from trl.experimental.ppo import PPOTrainer
+
+    from .sft import merge_adapter
+
+    train_rows = load_prompts(profile, prompts)
+    held_rows = load_prompts(profile, heldout=True)
+    policy, value, reward, tok, sft_dir, rm_dir = load_stack(profile)
+    out = profile.stage_dir("ppo")
+    out.mkdir(parents=True, exist_ok=True)
+    metrics_path = out / "metrics.jsonl"
+    metrics_path.unlink(missing_ok=True)
+    args = ppo_config(profile, out / "checkpoints", disable_tqdm=not progress)
+    lora = common.lora_config(profile)
+    lengths = _ResponseLengths()
+    trainer = PPOTrainer(args=args, processing_class=tok, model=policy, ref_model=None, reward_model=reward,
+                         value_model=value, train_dataset=query_dataset(tok, train_rows),
+                         eval_dataset=query_dataset(tok, held_rows[: max(args.per_device_eval_batch_size, 1)]),
+                         peft_config=lora,
+                         callbacks=[_metrics_callback(metrics_path, lengths), *(callbacks or [])])
+    started = time.perf_counter()
+    with lengths.patched():
+        trainer.train()
+    stats = common.memory_and_time(trainer, started)
+    updates = [json.loads(line) for line in metrics_path.read_text().splitlines()] if metrics_path.exists() else []
+    result = {"updates": len(updates), "first_update": updates[0] if updates else None,
+              "last_update": updates[-1] if updates else None, "train_prompts": len(train_rows),
+              "episodes": trainer.state.episode, **stats}
+    if common.is_main_process():
+        with tempfile.TemporaryDirectory(dir=out, prefix=".tmp-") as tmp:
+            tmp = Path(tmp)
+            policy_model = trainer.accelerator.unwrap_model(trainer.model).policy
+            policy_model.save_pretrained(tmp / "adapter")
+            merge_adapter(str(sft_dir), tmp / "adapter", tmp / "merged")
+            common.replace_dir(tmp / "adapter", out / "adapter")
+            common.replace_dir(tmp / "merged", out / "merged")
+        common.write_json(out / "train_summary.json", result)
+        common.write_json(out / "run_info.json", common.run_info(
+            profile, "ppo", {"ppo": args, "lora": lora},
+            {"policy_base": str(sft_dir), "reward_model": str(rm_dir), "value_init": str(rm_dir),
+             "reference": "policy with its LoRA adapter disabled"}))
+    shutil.rmtree(out / "checkpoints", ignore_errors=True)
+    return result

@@ -1,0 +1,156 @@
+"""Stage 2 of the recipe: a reward model with LoRA (TRL ``RewardTrainer``), from the merged SFT model.
+
+A sequence-classification head with one label on the merged SFT model; LoRA on the attention and
+MLP projections (the head is trained fully). Evaluated by pairwise accuracy (chosen scored above
+rejected) and mean margin on held-out pairs. Writes ``runs/<profile>/reward/``: ``adapter/``,
+``merged/`` (a plain ``AutoModelForSequenceClassification``, as PPO needs), ``metrics.json``,
+``run_info.json``, and ``checkpoints/`` for ``--resume``.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from .. import models, paths
+from ..config import Profile
+from . import common
+
+DEFAULT_DATA = "train/preferences.jsonl"
+
+
+def load_pair_splits(profile: Profile, data: str | Path | None = None) -> tuple[list[dict], list[dict]]:
+    from ..trainsets import load_preferences
+
+    rows = load_preferences(Path(data) if data else paths.data_dir() / DEFAULT_DATA)
+    lim = common.section(profile, "data")
+    keep = ("prompt", "chosen", "rejected")
+    train = [{k: r[k] for k in keep} for r in rows if r.get("split", "train") == "train"]
+    evals = [{k: r[k] for k in keep} for r in rows if r.get("split") == "eval"]
+    n_train, n_eval = lim.get("pairs_train"), lim.get("pairs_eval")
+    return train[:n_train] if n_train else train, evals[:n_eval] if n_eval else evals
+
+
+def load_reward_model(path: str | Path, dtype: str = "float32"):
+    """A merged reward model directory -> (model, tokenizer), eval mode."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise models.ModelError(f"{path} is not a reward model directory (no config.json)")
+    model = AutoModelForSequenceClassification.from_pretrained(path, dtype=getattr(torch, dtype))
+    tok = models.prepare_tokenizer(AutoTokenizer.from_pretrained(path), model)
+    model.eval()
+    return model, tok
+
+
+def _as_messages(x, role: str) -> list[dict]:
+    return [{"role": role, "content": x}] if isinstance(x, str) else list(x)
+
+
+def tokenize_pairs(tokenizer, rows: list[dict]) -> list[dict]:
+    """Pre-tokenize preference rows for RewardTrainer (``chosen_ids``/``rejected_ids``), cut after EOS."""
+    return [{"chosen_ids": common.chat_ids(tokenizer, _as_messages(r["prompt"], "user") + _as_messages(r["chosen"], "assistant")),
+             "rejected_ids": common.chat_ids(tokenizer, _as_messages(r["prompt"], "user") + _as_messages(r["rejected"], "assistant"))}
+            for r in rows]
+
+
+def score(model, tokenizer, prompts: list, responses: list, batch_size: int = 16) -> list[float]:
+    """Reward of each (prompt, response). Conversational items are tokenized as RewardTrainer does."""
+    import torch
+
+    seqs = [common.chat_ids(tokenizer, _as_messages(p, "user") + _as_messages(r, "assistant"))
+            for p, r in zip(prompts, responses, strict=True)]
+    out: list[float] = []
+    device = next(model.parameters()).device
+    pad = tokenizer.pad_token_id
+    for start in range(0, len(seqs), batch_size):
+        chunk = seqs[start:start + batch_size]
+        width = max(len(s) for s in chunk)
+        ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for i, s in enumerate(chunk):  # right padding, as the trainer's collator
+            ids[i, :len(s)] = torch.tensor(s)
+            mask[i, :len(s)] = 1
+        with torch.inference_mode():
+            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+        out.extend(logits[:, 0].float().cpu().tolist())
+    return out
+
+
+def pairwise_metrics(model, tokenizer, pairs: list[dict]) -> dict[str, Any]:
+    """Pairwise accuracy, mean margin, and the scores themselves (for histograms)."""
+    chosen = score(model, tokenizer, [p["prompt"] for p in pairs], [p["chosen"] for p in pairs])
+    rejected = score(model, tokenizer, [p["prompt"] for p in pairs], [p["rejected"] for p in pairs])
+    margins = [c - r for c, r in zip(chosen, rejected, strict=True)]
+    n = len(pairs)
+    return {"n": n, "pairwise_accuracy": sum(m > 0 for m in margins) / n if n else None,
+            "mean_margin": sum(margins) / n if n else None,
+            "chosen_scores": chosen, "rejected_scores": rejected}
+
+
+def reward_config(profile: Profile, output_dir: Path, **overrides):
+    import torch
+    from trl import RewardConfig
+
+    values = common.section(profile, "reward")
+    values.update(overrides)
+    return common.build_dataclass(RewardConfig, values, profile, "reward", output_dir=str(output_dir),
+                                  report_to=[], use_cpu=not torch.cuda.is_available(),
+                                  dataloader_num_workers=0)
+
+
+def train_reward(profile: Profile, *, resume: bool = False, data: str | Path | None = None,
+                 callbacks: list | None = None, progress: bool = True) -> dict[str, Any]:
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from trl import RewardTrainer
+
+    from .sft import merge_adapter
+
+    base_dir = common.require_stage(profile, "sft")
+    train_rows, eval_rows = load_pair_splits(profile, data)
+    out = profile.stage_dir("reward")
+    out.mkdir(parents=True, exist_ok=True)
+    ck_dir = out / "checkpoints"
+    last = common.last_checkpoint(ck_dir) if resume else None
+    if not resume and ck_dir.exists():
+        shutil.rmtree(ck_dir)
+    dtype, why = common.train_dtype(profile)
+    model = AutoModelForSequenceClassification.from_pretrained(base_dir, num_labels=1, dtype=dtype)
+    tok = models.prepare_tokenizer(AutoTokenizer.from_pretrained(base_dir), model)
+    tok.padding_side = "right"
+    args = reward_config(profile, ck_dir, disable_tqdm=not progress)
+    lora = common.lora_config(profile, task_type="SEQ_CLS")
+    trainer = RewardTrainer(model=model, args=args, train_dataset=Dataset.from_list(tokenize_pairs(tok, train_rows)),
+                            eval_dataset=Dataset.from_list(tokenize_pairs(tok, eval_rows)) if eval_rows else None,
+                            processing_class=tok, peft_config=lora, callbacks=callbacks)
+    started = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=str(last) if last else None)
+    stats = common.memory_and_time(trainer, started)
+    metrics: dict[str, Any] = {"train_loss": result.training_loss, "global_step": trainer.state.global_step,
+                               "train_pairs": len(train_rows), "eval_pairs": len(eval_rows),
+                               "resumed_from": last.name if last else None, "base_dtype": why, **stats}
+    if common.is_main_process():
+        with tempfile.TemporaryDirectory(dir=out, prefix=".tmp-") as tmp:
+            tmp = Path(tmp)
+            trainer.model.save_pretrained(tmp / "adapter")
+            merge_adapter(str(base_dir), tmp / "adapter", tmp / "merged", seq_cls=True)
+            rm, rtok = load_reward_model(tmp / "merged")
+            with torch.inference_mode():
+                held = pairwise_metrics(rm, rtok, eval_rows) if eval_rows else {}
+            metrics.update({f"eval_{k}": v for k, v in held.items() if not k.endswith("_scores")})
+            metrics["eval_scores"] = {"chosen": held.get("chosen_scores"), "rejected": held.get("rejected_scores")}
+            common.replace_dir(tmp / "adapter", out / "adapter")
+            common.replace_dir(tmp / "merged", out / "merged")
+        metrics["log_history"] = trainer.state.log_history
+        common.write_json(out / "metrics.json", metrics)
+        common.write_json(out / "run_info.json", common.run_info(
+            profile, "reward", {"reward": args, "lora": lora},
+            {"base_model": str(base_dir), "data": str(data or paths.data_dir() / DEFAULT_DATA)}))
+    return metrics
