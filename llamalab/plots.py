@@ -87,3 +87,50 @@ def jokes_figure(results: list[dict], path: str | Path | None = None):
     ax.legend(fontsize=8)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def loss_curves(log_history: list[dict], path: str | Path | None = None, title: str = "SFT"):
+    """Training (and eval) loss per step from a Trainer's log history."""
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    tr = [(h["step"], h["loss"]) for h in log_history if "loss" in h and "step" in h]
+    ev = [(h["step"], h["eval_loss"]) for h in log_history if "eval_loss" in h]
+    if tr:
+        ax.plot(*zip(*tr, strict=True), label="train loss")
+    if ev:
+        ax.plot(*zip(*ev, strict=True), "o-", label="eval loss")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def reward_histogram(chosen: list[float], rejected: list[float], path: str | Path | None = None):
+    """Reward-model scores of chosen vs rejected responses on held-out pairs."""
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    lo, hi = min(chosen + rejected), max(chosen + rejected)
+    bins = [lo + (hi - lo) * i / 30 for i in range(31)] if hi > lo else 10
+    ax.hist(chosen, bins=bins, alpha=0.6, label="chosen")
+    ax.hist(rejected, bins=bins, alpha=0.6, label="rejected")
+    ax.set_xlabel("reward")
+    ax.set_ylabel("pairs")
+    ax.legend()
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def study_figure(df, path: str | Path | None = None):
+    """Before/after: one group of bars per metric, one bar per model."""
+    cols = [c for c in df.columns if c != "prompt" and df[c].notna().any()]
+    fig, ax = plt.subplots(figsize=(max(7, 1.3 * len(cols)), 3.8))
+    width = 0.8 / max(1, len(df))
+    for k, (label, row) in enumerate(df.iterrows()):
+        ax.bar([i + k * width for i in range(len(cols))], [row[c] if row[c] == row[c] else 0 for c in cols],
+               width=width, label=label)
+    ax.set_xticks([i + width * (len(df) - 1) / 2 for i in range(len(cols))], cols, rotation=30, ha="right",
+                  fontsize=8)
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)

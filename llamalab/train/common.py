@@ -163,3 +163,19 @@ def chat_ids(tokenizer, messages: list[dict], *, add_generation_prompt: bool = F
         last = len(ids) - 1 - ids[::-1].index(tokenizer.eos_token_id)
         ids = ids[: last + 1]
     return ids
+
+
+def step_recorder():
+    """A TrainerCallback that records the first and last optimizer step of *this* process's run."""
+    from transformers import TrainerCallback
+
+    class StepRecorder(TrainerCallback):
+        first_step: int | None = None
+        last_step: int | None = None
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if self.first_step is None:
+                self.first_step = state.global_step
+            self.last_step = state.global_step
+
+    return StepRecorder()

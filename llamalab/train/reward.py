@@ -126,16 +126,17 @@ def train_reward(profile: Profile, *, resume: bool = False, data: str | Path | N
     tok = models.prepare_tokenizer(AutoTokenizer.from_pretrained(base_dir), model)
     tok.padding_side = "right"
     args = reward_config(profile, ck_dir, disable_tqdm=not progress)
+    steps = common.step_recorder()
     lora = common.lora_config(profile, task_type="SEQ_CLS")
     trainer = RewardTrainer(model=model, args=args, train_dataset=Dataset.from_list(tokenize_pairs(tok, train_rows)),
                             eval_dataset=Dataset.from_list(tokenize_pairs(tok, eval_rows)) if eval_rows else None,
-                            processing_class=tok, peft_config=lora, callbacks=callbacks)
+                            processing_class=tok, peft_config=lora, callbacks=[steps, *(callbacks or [])])
     started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=str(last) if last else None)
     stats = common.memory_and_time(trainer, started)
     metrics: dict[str, Any] = {"train_loss": result.training_loss, "global_step": trainer.state.global_step,
                                "train_pairs": len(train_rows), "eval_pairs": len(eval_rows),
-                               "resumed_from": last.name if last else None, "base_dtype": why, **stats}
+                               "resumed_from": last.name if last else None, "first_step_this_run": steps.first_step, "base_dtype": why, **stats}
     if common.is_main_process():
         with tempfile.TemporaryDirectory(dir=out, prefix=".tmp-") as tmp:
             tmp = Path(tmp)

@@ -98,10 +98,11 @@ def train_sft(profile: Profile, *, resume: bool = False, data: str | Path | None
                                    attn_implementation=profile.model.attn_implementation)
     tok.padding_side = "right"  # training batches; generation code sets left again
     args = sft_config(profile, ck_dir, disable_tqdm=not progress)
+    steps = common.step_recorder()
     lora = common.lora_config(profile)
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(train_rows),
                          eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
-                         processing_class=tok, peft_config=lora, callbacks=callbacks)
+                         processing_class=tok, peft_config=lora, callbacks=[steps, *(callbacks or [])])
     started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=str(last) if last else None)
     stats = common.memory_and_time(trainer, started)
@@ -115,7 +116,7 @@ def train_sft(profile: Profile, *, resume: bool = False, data: str | Path | None
         "train_examples": len(train_rows), "eval_examples": len(eval_rows),
         "trained_tokens": tokens,
         "train_tokens_per_s": round(tokens / stats["train_seconds"], 1) if tokens else None,
-        "resumed_from": last.name if last else None, "base_dtype": why, **stats,
+        "resumed_from": last.name if last else None, "first_step_this_run": steps.first_step, "base_dtype": why, **stats,
         "log_history": history,
     }
     if common.is_main_process():

@@ -1,0 +1,124 @@
+"""Training stages: bad input writes nothing, same seed gives the same metrics, --resume continues."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from llamalab import config
+from llamalab.data import DataError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _tiny_profile(tmp_path, extra: str = "") -> config.Profile:
+    text = (ROOT / "configs" / "smoke.yaml").read_text().replace("spec: default", "spec: tiny")
+    text = text.replace("dtype: auto", "dtype: float32")
+    p = tmp_path / "tinyprof.yaml"
+    p.write_text(text + extra)
+    return config.load_profile(p)
+
+
+@pytest.fixture
+def runs(monkeypatch, tmp_path):
+    monkeypatch.setenv("LLAMALAB_RUNS", str(tmp_path / "runs"))
+    return tmp_path / "runs"
+
+
+def _write(path: Path, rows) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_bad_sft_data_fails_before_anything_is_written(tmp_path, runs):
+    from llamalab.train.sft import train_sft
+
+    prof = _tiny_profile(tmp_path)
+    bad = _write(tmp_path / "sft.jsonl", [
+        {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]},
+        {"messages": [{"role": "user", "content": "hi"}, {"role": "robot", "content": "beep"}]},
+    ])
+    with pytest.raises(DataError, match=r"sft.jsonl:2: field 'messages'"):
+        train_sft(prof, data=bad)
+    assert not (runs / prof.name / "sft").exists()
+
+
+def test_bad_preferences_fail_before_anything_is_written(tmp_path, runs):
+    from llamalab.train.reward import train_reward
+
+    prof = _tiny_profile(tmp_path)
+    merged = runs / prof.name / "sft" / "merged"
+    merged.mkdir(parents=True)
+    (merged / "config.json").write_text("{}")
+    bad = _write(tmp_path / "prefs.jsonl", [
+        {"prompt": [{"role": "user", "content": "q"}], "chosen": [{"role": "assistant", "content": "a"}]},
+    ])
+    with pytest.raises(DataError, match=r"prefs.jsonl:1: field 'rejected'"):
+        train_reward(prof, data=bad)
+    assert not (runs / prof.name / "reward").exists()
+
+
+def test_reward_stage_says_what_to_run_first(tmp_path, runs):
+    from llamalab.train.common import StageMissing
+    from llamalab.train.reward import train_reward
+
+    prof = _tiny_profile(tmp_path)
+    with pytest.raises(StageMissing, match="notebook 05_sft_lora"):
+        train_reward(prof)
+
+
+def test_unknown_trl_key_names_profile_file_and_key(tmp_path, runs):
+    from llamalab.train.sft import train_sft
+
+    prof = _tiny_profile(tmp_path)
+    prof.extra["sft"]["learning_rat"] = 1e-3
+    with pytest.raises(config.ConfigError, match=r"tinyprof.yaml: sft.learning_rat"):
+        train_sft(prof)
+
+
+def test_same_seed_gives_same_metrics(tmp_path, runs):
+    from llamalab.train.sft import train_sft
+
+    prof = _tiny_profile(tmp_path)
+    prof.extra["data"].update(sft_train=16, sft_eval=8)
+    prof.extra["sft"].update(max_steps=3, save_steps=100, max_length=256)
+    a = train_sft(prof, progress=False)
+    b = train_sft(prof, progress=False)
+    assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-6)
+    assert a["eval_loss"] == pytest.approx(b["eval_loss"], rel=1e-6)
+    losses = [h["loss"] for h in a["log_history"] if "loss" in h]
+    assert len(losses) == 3 and losses[0] != losses[-1]  # it trained
+    out = runs / prof.name / "sft"
+    info = json.loads((out / "run_info.json").read_text())
+    assert info["world_size"] == 1 and info["config"]["sft"]["seed"] == 0
+    assert (out / "adapter" / "adapter_config.json").is_file() and (out / "merged" / "config.json").is_file()
+
+
+def test_smoke_sft_killed_after_first_checkpoint_resumes(tmp_path):
+    """The real default model in the smoke profile: SIGKILL after checkpoint-3, then --resume."""
+    env = {**os.environ, "LLAMALAB_RUNS": str(tmp_path / "runs"), "PYTHONUNBUFFERED": "1"}
+    out = tmp_path / "runs" / "smoke" / "sft"
+    cmd = [sys.executable, "-m", "llamalab", "train", "sft", "--profile", "smoke"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    first = out / "checkpoints" / "checkpoint-3" / "trainer_state.json"
+    deadline = time.time() + 600
+    while not first.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(0.5)  # let the checkpoint's last files land
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert first.exists(), "SFT never wrote its first checkpoint"
+    assert not (out / "metrics.json").exists() and not (out / "merged").exists()  # nothing half-finished
+    done = subprocess.run([*cmd, "--resume"], env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["resumed_from"] == "checkpoint-3"
+    assert metrics["global_step"] == 6
+    assert metrics["first_step_this_run"] == 4  # the resumed run did not redo the first three steps
+    assert (out / "merged" / "model.safetensors").is_file()
