@@ -100,10 +100,14 @@ def _cmd_train(args) -> int:
         from .train.reward import train_reward
 
         m = train_reward(prof, resume=args.resume)
-    else:
+    elif args.stage == "ppo":
         from .train.ppo import train_ppo
 
         m = train_ppo(prof)
+    else:
+        from .train.rloo import train_rloo
+
+        m = train_rloo(prof)
     shown = {k: v for k, v in m.items() if not isinstance(v, (list, dict)) or k in ("first_update", "last_update")}
     print(json.dumps(shown, indent=1, default=str))
     print(f"artifacts: {common.paths.stage_dir(prof.name, args.stage)}")
@@ -155,8 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--batch-size", type=int, default=16)
     b.set_defaults(func=_cmd_bench)
 
-    t = sub.add_parser("train", help="run a stage of the recipe: sft, reward, ppo")
-    t.add_argument("stage", choices=["sft", "reward", "ppo"])
+    t = sub.add_parser("train", help="run a stage of the recipe: sft, reward, ppo (or rloo)")
+    t.add_argument("stage", choices=["sft", "reward", "ppo", "rloo"])
     t.add_argument("--profile", default="cpu")
     t.add_argument("--resume", action="store_true", help="continue from the stage's last checkpoint")
     t.set_defaults(func=_cmd_train)

@@ -127,9 +127,7 @@ def replace_dir(src: Path, dst: Path) -> None:
 
 def train_dtype(profile: Profile) -> tuple[Any, str]:
     """dtype for the frozen base weights during training (LoRA weights stay fp32)."""
-    dtype = section(profile, "train").get("dtype", profile.model.dtype) if "train" in profile.extra else \
-        profile.model.dtype
-    return models.resolve_dtype(dtype, models.pick_device())
+    return models.resolve_dtype(profile.model.dtype, models.pick_device())
 
 
 def memory_and_time(trainer, started: float) -> dict[str, Any]:
@@ -179,3 +177,43 @@ def step_recorder():
             self.last_step = state.global_step
 
     return StepRecorder()
+
+
+def _file_sha(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+def fingerprint(profile: Profile, stage: str, data_files: list[Path], upstream: list[str] = ()) -> str:
+    """A digest of everything a stage's result depends on: its profile sections, the model spec, the
+    data files' contents and the upstream stages' fingerprints. Equal fingerprint = same inputs."""
+    import hashlib
+
+    parts = {"stage": stage, "model": profile.model.spec, "dtype": profile.model.dtype,
+             "sections": {k: profile.extra.get(k) for k in (stage, "lora", "data")},
+             "data": {str(Path(f).name): _file_sha(f) for f in data_files},
+             "upstream": {u: read_fingerprint(profile, u) for u in upstream}}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def read_fingerprint(profile: Profile, stage: str) -> str | None:
+    info = profile.stage_dir(stage) / "run_info.json"
+    try:
+        return json.loads(info.read_text()).get("fingerprint")
+    except (OSError, ValueError):
+        return None
+
+
+def reusable(profile: Profile, stage: str, fp: str, summary_file: str = "metrics.json") -> dict | None:
+    """The finished stage's metrics when its artifacts exist and were made from the same inputs."""
+    out = profile.stage_dir(stage)
+    if read_fingerprint(profile, stage) != fp or not (out / "merged" / "config.json").is_file():
+        return None
+    try:
+        metrics = json.loads((out / summary_file).read_text())
+    except (OSError, ValueError):
+        return None
+    log(f"{stage}: reusing {out} (same profile, data and upstream stages; pass retrain=True to train again)")
+    metrics["reused"] = True
+    return metrics

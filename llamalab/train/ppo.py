@@ -109,6 +109,15 @@ def ppo_config(profile: Profile, output_dir: Path, **overrides):
                                   save_strategy="no")
 
 
+def rl_dtype():
+    """fp32 for online RL on CPU: PPO's first-update KL compares the logits seen while sampling with a
+    fresh forward pass of the reference; in bf16 those differ (KL ~0.2 on the first update, measured)
+    where fp32 gives ~0. On CUDA, bf16."""
+    import torch
+
+    return torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
+
+
 def load_stack(profile: Profile, dtype=None):
     """(policy, value, reward, tokenizer) for PPO/RLOO from the earlier stages' directories."""
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
@@ -116,7 +125,7 @@ def load_stack(profile: Profile, dtype=None):
     sft_dir = common.require_stage(profile, "sft")
     rm_dir = common.require_stage(profile, "reward")
     if dtype is None:
-        dtype, _ = common.train_dtype(profile)
+        dtype = rl_dtype()
     policy = AutoModelForCausalLM.from_pretrained(sft_dir, dtype=dtype)
     tok = models.prepare_tokenizer(AutoTokenizer.from_pretrained(sft_dir), policy)
     value = AutoModelForSequenceClassification.from_pretrained(rm_dir, num_labels=1, dtype=dtype)
@@ -128,12 +137,16 @@ def load_stack(profile: Profile, dtype=None):
 
 
 def train_ppo(profile: Profile, *, prompts: str | Path | None = None, progress: bool = True,
-              callbacks: list | None = None) -> dict[str, Any]:
+              callbacks: list | None = None, retrain: bool = True) -> dict[str, Any]:
     from trl.experimental.ppo import PPOTrainer
 
     from .sft import merge_adapter
 
     train_rows = load_prompts(profile, prompts)
+    prompt_file = Path(prompts) if prompts else paths.data_dir() / DEFAULT_PROMPTS
+    fp = common.fingerprint(profile, "ppo", [prompt_file], upstream=["sft", "reward"])
+    if not retrain and (done := common.reusable(profile, "ppo", fp, "train_summary.json")):
+        return done
     held_rows = load_prompts(profile, heldout=True)
     policy, value, reward, tok, sft_dir, rm_dir = load_stack(profile)
     out = profile.stage_dir("ppo")
@@ -168,6 +181,6 @@ def train_ppo(profile: Profile, *, prompts: str | Path | None = None, progress: 
         common.write_json(out / "run_info.json", common.run_info(
             profile, "ppo", {"ppo": args, "lora": lora},
             {"policy_base": str(sft_dir), "reward_model": str(rm_dir), "value_init": str(rm_dir),
-             "reference": "policy with its LoRA adapter disabled"}))
+             "reference": "policy with its LoRA adapter disabled", "fingerprint": fp}))
     shutil.rmtree(out / "checkpoints", ignore_errors=True)
     return result

@@ -105,7 +105,7 @@ def reward_config(profile: Profile, output_dir: Path, **overrides):
 
 
 def train_reward(profile: Profile, *, resume: bool = False, data: str | Path | None = None,
-                 callbacks: list | None = None, progress: bool = True) -> dict[str, Any]:
+                 callbacks: list | None = None, progress: bool = True, retrain: bool = True) -> dict[str, Any]:
     import torch
     from datasets import Dataset
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -115,6 +115,10 @@ def train_reward(profile: Profile, *, resume: bool = False, data: str | Path | N
 
     base_dir = common.require_stage(profile, "sft")
     train_rows, eval_rows = load_pair_splits(profile, data)
+    data_file = Path(data) if data else paths.data_dir() / DEFAULT_DATA
+    fp = common.fingerprint(profile, "reward", [data_file], upstream=["sft"])
+    if not retrain and not resume and (done := common.reusable(profile, "reward", fp)):
+        return done
     out = profile.stage_dir("reward")
     out.mkdir(parents=True, exist_ok=True)
     ck_dir = out / "checkpoints"
@@ -153,5 +157,5 @@ def train_reward(profile: Profile, *, resume: bool = False, data: str | Path | N
         common.write_json(out / "metrics.json", metrics)
         common.write_json(out / "run_info.json", common.run_info(
             profile, "reward", {"reward": args, "lora": lora},
-            {"base_model": str(base_dir), "data": str(data or paths.data_dir() / DEFAULT_DATA)}))
+            {"base_model": str(base_dir), "data": str(data_file), "fingerprint": fp}))
     return metrics

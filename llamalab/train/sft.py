@@ -78,12 +78,19 @@ def merge_adapter(base_spec: str, adapter_dir: Path, out_dir: Path, *, seq_cls: 
 
 
 def train_sft(profile: Profile, *, resume: bool = False, data: str | Path | None = None,
-              callbacks: list | None = None, progress: bool = True) -> dict[str, Any]:
-    """Train the SFT adapter for a profile; return the metrics (also written to metrics.json)."""
+              callbacks: list | None = None, progress: bool = True, retrain: bool = True) -> dict[str, Any]:
+    """Train the SFT adapter for a profile; return the metrics (also written to metrics.json).
+
+    ``retrain=False`` returns the existing stage's metrics when it was made from the same inputs.
+    """
     from datasets import Dataset
     from trl import SFTTrainer
 
     train_rows, eval_rows = load_splits(profile, data)  # bad data fails here, before anything is written
+    data_file = Path(data) if data else paths.data_dir() / DEFAULT_DATA
+    fp = common.fingerprint(profile, "sft", [data_file])
+    if not retrain and not resume and (done := common.reusable(profile, "sft", fp)):
+        return done
     out = profile.stage_dir("sft")
     out.mkdir(parents=True, exist_ok=True)
     ck_dir = out / "checkpoints"
@@ -131,5 +138,5 @@ def train_sft(profile: Profile, *, resume: bool = False, data: str | Path | None
         common.write_json(out / "metrics.json", metrics)
         common.write_json(out / "run_info.json", common.run_info(
             profile, "sft", {"sft": args, "lora": lora},
-            {"base_model": profile.model.spec, "data": str(data or paths.data_dir() / DEFAULT_DATA)}))
+            {"base_model": profile.model.spec, "data": str(data_file), "fingerprint": fp}))
     return metrics

@@ -1,0 +1,101 @@
+"""The online-RL row beside PPO: TRL's RLOO (REINFORCE leave-one-out), same reward model and prompts.
+
+RLOO needs no value model: it samples ``num_generations`` responses per prompt and uses the mean
+reward of the others as each one's baseline. Policy: the merged SFT model with a new LoRA
+(reference = adapter disabled); reward: the merged reward model, called through
+``reward.score`` so it reads responses exactly as in PPO (cut after EOS). Writes
+``runs/<profile>/rloo/``: adapter, merged policy, metrics.jsonl, run_info.json.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from ..config import Profile
+from . import common
+from .ppo import load_prompts, rl_dtype
+
+
+def rloo_config(profile: Profile, output_dir: Path, **overrides):
+    import torch
+    from trl import RLOOConfig
+
+    values = common.section(profile, "rloo")
+    values.update(overrides)
+    return common.build_dataclass(RLOOConfig, values, profile, "rloo", output_dir=str(output_dir), report_to=[],
+                                  use_cpu=not torch.cuda.is_available(), save_strategy="no")
+
+
+def reward_function(rm, rm_tok):
+    """A TRL reward function backed by our reward model (conversational prompts/completions)."""
+    from .reward import score
+
+    def reward_model_score(prompts, completions, **kwargs) -> list[float]:
+        return score(rm, rm_tok, list(prompts), list(completions))
+
+    reward_model_score.__name__ = "reward_model"
+    return reward_model_score
+
+
+def train_rloo(profile: Profile, *, progress: bool = True, retrain: bool = True) -> dict[str, Any]:
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from trl import RLOOTrainer
+
+    from .. import models
+    from .reward import load_reward_model
+    from .sft import merge_adapter
+
+    sft_dir = common.require_stage(profile, "sft")
+    rm_dir = common.require_stage(profile, "reward")
+    rows = load_prompts(profile)
+    from .. import paths
+    from .ppo import DEFAULT_PROMPTS
+
+    fp = common.fingerprint(profile, "rloo", [paths.data_dir() / DEFAULT_PROMPTS], upstream=["sft", "reward"])
+    if not retrain and (done := common.reusable(profile, "rloo", fp, "train_summary.json")):
+        return done
+    out = profile.stage_dir("rloo")
+    out.mkdir(parents=True, exist_ok=True)
+    metrics_path = out / "metrics.jsonl"
+    metrics_path.unlink(missing_ok=True)
+    dtype = rl_dtype()
+    policy = AutoModelForCausalLM.from_pretrained(sft_dir, dtype=dtype)
+    tok = models.prepare_tokenizer(AutoTokenizer.from_pretrained(sft_dir), policy)
+    rm, rm_tok = load_reward_model(rm_dir)
+    args = rloo_config(profile, out / "checkpoints", disable_tqdm=not progress)
+    lora = common.lora_config(profile)
+
+    class Jsonl(TrainerCallback):
+        def on_log(self, a, state, control, logs=None, **kw):
+            if logs and "reward" in logs:
+                with metrics_path.open("a") as fh:
+                    fh.write(json.dumps({"update": state.global_step, **logs}) + "\n")
+
+    trainer = RLOOTrainer(model=policy, reward_funcs=reward_function(rm, rm_tok), args=args,
+                          train_dataset=Dataset.from_list([{"prompt": r["prompt"]} for r in rows]),
+                          processing_class=tok, peft_config=lora, callbacks=[Jsonl()])
+    started = time.perf_counter()
+    trainer.train()
+    stats = common.memory_and_time(trainer, started)
+    updates = [json.loads(line) for line in metrics_path.read_text().splitlines()] if metrics_path.exists() else []
+    result = {"updates": len(updates), "first_update": updates[0] if updates else None,
+              "last_update": updates[-1] if updates else None, "train_prompts": len(rows), **stats}
+    if common.is_main_process():
+        with tempfile.TemporaryDirectory(dir=out, prefix=".tmp-") as tmp:
+            tmp = Path(tmp)
+            trainer.model.save_pretrained(tmp / "adapter")
+            merge_adapter(str(sft_dir), tmp / "adapter", tmp / "merged")
+            common.replace_dir(tmp / "adapter", out / "adapter")
+            common.replace_dir(tmp / "merged", out / "merged")
+        common.write_json(out / "train_summary.json", result)
+        common.write_json(out / "run_info.json", common.run_info(
+            profile, "rloo", {"rloo": args, "lora": lora},
+            {"policy_base": str(sft_dir), "reward_model": str(rm_dir), "fingerprint": fp}))
+    shutil.rmtree(out / "checkpoints", ignore_errors=True)
+    return result
