@@ -57,6 +57,14 @@ def _cmd_bench(args) -> int:
         bench.bench_generate(args.model, new_tokens=args.new_tokens, n_prompts=args.prompts)
     elif args.what == "probes":
         bench.bench_probes(args.model, batch_size=args.batch_size)
+    elif args.what == "train":
+        bench.bench_train(args.profile or "cpu")
+    elif args.what == "ppo":
+        bench.bench_ppo(args.profile or "smoke")
+    elif args.what == "gpu":
+        from .gpubench import bench_gpu
+
+        bench_gpu(tiny=args.tiny)
     return 0
 
 
@@ -152,7 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.set_defaults(func=_cmd_probe)
 
     b = sub.add_parser("bench", help="benchmarks that print measured figures beside their baseline")
-    b.add_argument("what", choices=["generate", "probes"])
+    b.add_argument("what", choices=["generate", "probes", "train", "ppo", "gpu"])
+    b.add_argument("--tiny", action="store_true", help="gpu: a small config, to check the code path on CPU")
+    b.add_argument("--profile", help="train/ppo: the profile whose settings (and, for ppo, stages) to use")
     b.add_argument("--model", default="default")
     b.add_argument("--new-tokens", type=int, default=64)
     b.add_argument("--prompts", type=int, default=8)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 BENCH_PROMPTS = [
@@ -135,3 +136,130 @@ def speed_table(model, tokenizer, batch_sizes=(1, 8), new_tokens: int = 32) -> l
                      "tokens_per_s": round(st.tokens_per_s, 1),
                      "ms_per_step": round(1000 * st.seconds / new_tokens, 1)})
     return rows
+
+
+def padding_free_matches(model, tok, rows: list[dict]) -> float:
+    """Max |loss difference| between a padded batch and the same batch flattened padding-free
+    (position_ids restart per example). ~0 means this attention implementation keeps the packed
+    examples apart; a large value means cross-contamination."""
+    import torch
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    from .train.common import chat_ids
+
+    examples = []
+    for r in rows:
+        ids = chat_ids(tok, r["prompt"] + r["completion"])
+        examples.append({"input_ids": ids, "completion_mask": [1] * len(ids)})
+    losses = []
+    for free in (False, True):
+        coll = DataCollatorForLanguageModeling(pad_token_id=tok.pad_token_id, padding_free=free)
+        batch = coll(examples)
+        with torch.inference_mode():
+            out = model(**{k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "position_ids")})
+        logits = out.logits[:, :-1].float()
+        labels = batch["labels"][:, 1:]
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
+                                                 ignore_index=-100)
+        losses.append(float(loss))
+    return abs(losses[0] - losses[1])
+
+
+def bench_train(profile_name: str = "cpu", steps: int = 6, batch_size: int = 8) -> dict[str, Any]:
+    """SFT training tokens/s: padded batches vs padding-free vs packed (TRL 1.12), same data, one run."""
+    import tempfile
+
+    from . import config, models
+    from .train import sft
+
+    profile = config.load_profile(profile_name)
+    train_rows, _ = sft.load_splits(profile)
+    train_rows = train_rows[: steps * batch_size]
+    modes = [("padded (baseline)", {}), ("padding-free", {"padding_free": True}),
+             ("packed (bfd)", {"packing": True, "packing_strategy": "bfd"})]
+    rows, out = [], {}
+    model0, tok0 = models.load_model(profile.model.spec, dtype=profile.model.dtype, verbose=False)
+    diff = padding_free_matches(model0, tok0, train_rows[:4])
+    del model0
+    for label, extra in modes:
+        model, tok = models.load_model(profile.model.spec, dtype=profile.model.dtype, verbose=False)
+        tok.padding_side = "right"
+        with tempfile.TemporaryDirectory() as tmp:
+            args = sft.sft_config(profile, Path(tmp), max_steps=steps, per_device_train_batch_size=batch_size,
+                                  save_strategy="no", eval_strategy="no", logging_steps=1, disable_tqdm=True,
+                                  num_train_epochs=1, **extra)
+            trainer = sft.make_trainer(profile, model, tok, args, train_rows, [])
+            t0 = time.perf_counter()
+            trainer.train()
+            wall = time.perf_counter() - t0
+        tokens = max((h.get("num_tokens", 0) for h in trainer.state.log_history), default=0)
+        loss = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+        out[label] = tokens / wall
+        rows.append({"mode": label, "steps": steps, "tokens": int(tokens), "wall_s": f"{wall:.1f}",
+                     "tokens/s": f"{tokens / wall:.0f}", "speed-up": f"{(tokens / wall) / out[modes[0][0]]:.2f}x",
+                     "last_loss": f"{loss[-1]:.3f}" if loss else "n/a"})
+        del model, trainer
+    print(f"# bench train: SFT with LoRA on {profile.model.spec} ({profile.name} profile hyperparameters, "
+          f"{steps} steps x batch {batch_size}), tokens = real (non-pad) tokens trained on")
+    print(_table(rows))
+    print(f"padding-free correctness on this attention implementation: |loss(padded) - loss(flattened)| = "
+          f"{diff:.2e} ({'examples stay apart' if diff < 1e-2 else 'CROSS-CONTAMINATION: do not use'})")
+    return {"tokens_per_s": out, "padding_free_loss_diff": diff}
+
+
+def bench_ppo(profile_name: str = "smoke", episodes: int = 16) -> dict[str, Any]:
+    """PPO episodes/s and the share of time spent generating, scoring and optimising."""
+    import contextlib
+    import os
+
+    from trl.experimental.ppo import ppo_trainer as mod
+
+    from . import config, paths
+    from .train import common
+    from .train.ppo import train_ppo
+
+    base = config.load_profile(profile_name)
+    for stage in ("sft", "reward"):
+        common.require_stage(base, stage)
+    timers = {"generate": 0.0, "reward+value scoring": 0.0}
+
+    def timed(fn, key):
+        def wrapper(*a, **k):
+            t0 = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                timers[key] += time.perf_counter() - t0
+        return wrapper
+
+    bench_runs = paths.runs_dir() / f"bench-{profile_name}"
+    bench_runs.mkdir(parents=True, exist_ok=True)
+    for stage in ("sft", "reward"):
+        link = bench_runs / stage
+        if not link.exists():
+            os.symlink(base.stage_dir(stage).resolve(), link)
+    prof = config.load_profile(profile_name)
+    prof.name = f"bench-{profile_name}"
+    bs = int(prof.extra["ppo"].get("per_device_train_batch_size", 8))
+    prof.extra["ppo"]["total_episodes"] = max(episodes, bs)
+    orig = (mod.batch_generation, mod.get_reward)
+    mod.batch_generation = timed(mod.batch_generation, "generate")
+    mod.get_reward = timed(mod.get_reward, "reward+value scoring")
+    try:
+        t0 = time.perf_counter()
+        with contextlib.redirect_stdout(open(os.devnull, "w")):  # noqa: SIM115
+            summary = train_ppo(prof, progress=False)
+        wall = time.perf_counter() - t0
+    finally:
+        mod.batch_generation, mod.get_reward = orig
+    train_s = summary["train_seconds"]
+    other = train_s - sum(timers.values())
+    eps = summary["episodes"]
+    print(f"# bench ppo: {prof.model.spec}, {profile_name} profile PPO settings, {eps} episodes "
+          f"({summary['updates']} updates of {bs}), response_length {prof.extra['ppo'].get('response_length')}")
+    print(f"episodes/s: {eps / train_s:.2f}  (PPO loop {train_s:.1f} s; with loading and merging {wall:.1f} s)")
+    rows = [{"part": k, "seconds": f"{v:.1f}", "share": f"{v / train_s:.0%}"} for k, v in timers.items()]
+    rows.append({"part": "PPO optimisation (policy+value fwd/bwd, ref logprobs)", "seconds": f"{other:.1f}",
+                 "share": f"{other / train_s:.0%}"})
+    print(_table(rows))
+    return {"episodes_per_s": eps / train_s, **{k: v / train_s for k, v in timers.items()}}

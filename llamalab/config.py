@@ -72,7 +72,7 @@ _SECTIONS = {
     "bench": BenchConfig,
 }
 # Sections owned by later stages; their keys are checked against the TRL/PEFT dataclasses there.
-_EXTRA_SECTIONS = ("lora", "sft", "reward", "ppo", "rloo", "data")
+_EXTRA_SECTIONS = ("lora", "sft", "reward", "ppo", "rloo", "data", "rl")
 
 _DTYPES = ("auto", "float32", "bfloat16", "float16")
 _QUANT = (None, "8bit", "4bit")

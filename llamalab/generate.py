@@ -26,6 +26,15 @@ def format_prompt(tokenizer, prompt: str, chat: bool = False, system: str | None
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
+def enable_kv_cache(model) -> None:
+    """Gradient checkpointing switches the KV cache off (``use_cache=False``); generation without it
+    recomputes the whole prefix at every token. Turn it back on before any generate."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    for cfg in (getattr(base, "config", None), getattr(base, "generation_config", None)):
+        if cfg is not None and getattr(cfg, "use_cache", True) is False:
+            cfg.use_cache = True
+
+
 MIN_SHARED_PREFIX = 32  # tokens; below this, reusing the prefix's cache is not worth a copy
 
 
@@ -112,6 +121,7 @@ def generate(
         raise TypeError("prompts must be a list of strings, not one string")
     if tokenizer.padding_side != "left":
         raise ValueError("batched decoder-only generation needs tokenizer.padding_side == 'left'")
+    enable_kv_cache(model)
     texts = [format_prompt(tokenizer, p, chat) for p in prompts]
     ids = [tokenizer(t, add_special_tokens=not chat)["input_ids"] for t in texts]
     order = sorted(range(len(texts)), key=lambda i: len(ids[i]), reverse=True)

@@ -327,6 +327,22 @@ def resolve_spec(spec: str) -> tuple[str, str]:
     raise ModelError(f"unknown model spec {spec!r}. {SPEC_HELP}")
 
 
+def hf_token() -> str | None:
+    """A Hugging Face token for gated models: ``HF_TOKEN`` from the environment, else Colab's secrets.
+    Never put a token in a notebook."""
+    token = os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN")
+    if token:
+        return token
+    if "google.colab" in sys.modules:
+        try:
+            from google.colab import userdata  # type: ignore[import-not-found]
+
+            return userdata.get("HF_TOKEN")
+        except Exception:  # noqa: BLE001 - secret not set or access not granted
+            return None
+    return None
+
+
 def load_model(
     spec: str = "default",
     *,
@@ -380,11 +396,13 @@ def load_model(
         )
     if device == "cuda":
         kwargs["device_map"] = "auto"
+    if kind == "hub" and (token := hf_token()):
+        kwargs["token"] = token
 
     t0 = time.perf_counter()
     try:
         model = AutoModelForCausalLM.from_pretrained(where, **kwargs)
-        tok = AutoTokenizer.from_pretrained(where)
+        tok = AutoTokenizer.from_pretrained(where, token=kwargs.get("token"))
     except OSError as exc:
         if kind == "hub":
             raise ModelError(

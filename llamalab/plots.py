@@ -134,3 +134,19 @@ def study_figure(df, path: str | Path | None = None):
     ax.legend(fontsize=8)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def rl_curves(rows: list[dict], path: str | Path | None = None, title: str = "PPO",
+              score_key: str = "score", kl_key: str = "kl"):
+    """Mean reward-model score and KL to the reference per update."""
+    fig, ax1 = plt.subplots(figsize=(6.5, 3.4))
+    x = [r["update"] for r in rows]
+    ax1.plot(x, [r.get(score_key) for r in rows], "o-", color="tab:blue", label="mean score")
+    ax1.set_xlabel("update")
+    ax1.set_ylabel("reward-model score", color="tab:blue")
+    ax2 = ax1.twinx()
+    ax2.plot(x, [r.get(kl_key) for r in rows], "s--", color="tab:red", label="KL")
+    ax2.set_ylabel("KL to reference (nats/seq)", color="tab:red")
+    ax1.set_title(title)
+    fig.tight_layout()
+    return _save(fig, path)

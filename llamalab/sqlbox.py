@@ -70,7 +70,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -482,7 +482,7 @@ class SQLBox:
                 return node
             name = _func_name(node)
             if name == "UNIX_TIMESTAMP" and not _args(node):
-                return exp.Literal.number(int(ref.replace(tzinfo=timezone.utc).timestamp()))
+                return exp.Literal.number(int(ref.replace(tzinfo=UTC).timestamp()))
             if name in _NOW_TIMESTAMP:
                 return exp.cast(exp.Literal.string(f"{ref:%Y-%m-%d %H:%M:%S.%f}"), "TIMESTAMP")
             if name in _NOW_DATE:

@@ -99,3 +99,145 @@ def stage_model(profile: Profile, stage: str) -> str:
 
 def existing(path: str | Path) -> bool:
     return Path(path).exists()
+
+
+# ------------------------------------------------------------------------------------------------
+# Reward-hacking checks and the conclusion, computed from the numbers
+# ------------------------------------------------------------------------------------------------
+
+
+def repeated_ngram_share(text: str, n: int = 3) -> float:
+    """Share of word n-grams that repeat an earlier n-gram in the same text (0 = no repetition)."""
+    words = text.split()
+    grams = [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+    if not grams:
+        return 0.0
+    return 1 - len(set(grams)) / len(grams)
+
+
+def is_degenerate(text: str, repeat_threshold: float = 0.3) -> bool:
+    """Empty, or mostly repeated 3-grams: the classic signs of a policy gaming its reward model."""
+    return not text.strip() or repeated_ngram_share(text) > repeat_threshold
+
+
+def degenerate_shares(results: list[dict[str, Any]]) -> Any:
+    """Per model label: share of empty and of repetitive completions over all probe items."""
+    import pandas as pd
+
+    rows: dict[str, dict[str, list[bool]]] = {}
+    for r in results:
+        d = rows.setdefault(r.get("label") or r["model"], {"empty": [], "repetitive": []})
+        for it in r["items"]:
+            text = it.get("completion") or ""
+            d["empty"].append(not text.strip())
+            d["repetitive"].append(bool(text.strip()) and repeated_ngram_share(text) > 0.3)
+    return pd.DataFrame({k: {"n": len(v["empty"]), "empty_share": sum(v["empty"]) / max(1, len(v["empty"])),
+                             "repetitive_share": sum(v["repetitive"]) / max(1, len(v["repetitive"]))}
+                         for k, v in rows.items()}).T
+
+
+def point_biserial(scores: list[float], flags: list[bool]) -> float | None:
+    """Correlation between a score and a yes/no outcome (None when either side is constant)."""
+    import statistics
+
+    if len(scores) < 3 or len(set(flags)) < 2 or len(set(scores)) < 2:
+        return None
+    ys = [1.0 if f else 0.0 for f in flags]
+    return statistics.correlation(scores, ys)
+
+
+def reward_vs_correctness(profile: Profile, results: list[dict[str, Any]]) -> Any:
+    """Does the reward model prefer SQL that executes correctly? Per model: correlation of its score
+    with execution correctness over the SQL probe items (the unseen schema included)."""
+    import pandas as pd
+
+    from .train.common import require_stage
+    from .train.reward import load_reward_model, score
+
+    rm, tok = load_reward_model(require_stage(profile, "reward"))
+    rows = {}
+    all_scores, all_flags = [], []
+    for r in results:
+        if r["probe"] != "sql":
+            continue
+        prompts = [it.get("prompt_content", it["prompt"]) for it in r["items"]]
+        s = score(rm, tok, prompts, [it["completion"] for it in r["items"]])
+        flags = [bool(it["correct"]) for it in r["items"]]
+        all_scores += s
+        all_flags += flags
+        rows[r.get("label") or r["model"]] = {"n": len(s), "correct": sum(flags),
+                                              "mean_reward_correct": _mean([x for x, f in zip(s, flags, strict=True) if f]),
+                                              "mean_reward_wrong": _mean([x for x, f in zip(s, flags, strict=True) if not f]),
+                                              "correlation": point_biserial(s, flags)}
+    rows["all models"] = {"n": len(all_scores), "correct": sum(all_flags),
+                          "mean_reward_correct": _mean([x for x, f in zip(all_scores, all_flags, strict=True) if f]),
+                          "mean_reward_wrong": _mean([x for x, f in zip(all_scores, all_flags, strict=True) if not f]),
+                          "correlation": point_biserial(all_scores, all_flags)}
+    return pd.DataFrame(rows).T
+
+
+def _mean(xs: list[float]) -> float | None:
+    return sum(xs) / len(xs) if xs else None
+
+
+def _fmt(x: Any) -> str:
+    return "n/a" if x is None or x != x else f"{x:.2f}"
+
+
+def conclusions(df, heldout: dict[str, Any] | None = None, baseline: str | None = None) -> list[str]:
+    """Sentences computed from the table: each compares a stage with the one before it, metric by
+    metric, and says plainly when a stage made things worse."""
+    metrics = {"clickbait_accuracy": "clickbait accuracy", "clickbait_format_ok": "clickbait format rate",
+               "sql_exec_acc": "SQL execution accuracy", "sql_valid": "SQL valid rate",
+               f"sql_exec_acc_seen({SEEN_DB})": f"SQL execution accuracy on the seen schema ({SEEN_DB})",
+               f"sql_exec_acc_unseen({UNSEEN_DB})": f"SQL execution accuracy on the unseen schema ({UNSEEN_DB})"}
+    labels = list(df.index)
+    out = []
+    chain = [(labels[i - 1], labels[i]) for i in range(1, len(labels))]
+    if baseline and baseline in labels:
+        chain = [(baseline, lab) for lab in labels if lab != baseline]
+    for before, after in chain:
+        better, worse, same = [], [], []
+        for col, name in metrics.items():
+            if col not in df.columns:
+                continue
+            a, b = df.loc[before, col], df.loc[after, col]
+            if a is None or b is None or a != a or b != b:
+                continue
+            delta = b - a
+            (better if delta > 1e-9 else worse if delta < -1e-9 else same).append(f"{name} {_fmt(a)} -> {_fmt(b)}")
+        parts = []
+        if better:
+            parts.append("improved " + "; ".join(better))
+        if worse:
+            parts.append("made WORSE " + "; ".join(worse))
+        if same:
+            parts.append("left unchanged " + "; ".join(same))
+        out.append(f"From '{before}' to '{after}': " + (", and ".join(parts) if parts else "no comparable metric") + ".")
+    if heldout:
+        pol = heldout["policies"]
+        sft = pol.get("sft")
+        for label, p in pol.items():
+            if label == "sft" or not sft:
+                continue
+            verdict = "rose" if p["mean_score"] > sft["mean_score"] else "did NOT rise"
+            out.append(
+                f"On {heldout['n_prompts']} held-out prompts, {label}'s mean reward-model score {verdict} over SFT's "
+                f"({_fmt(sft['mean_score'])} -> {_fmt(p['mean_score'])}, {_fmt(p['gain_in_sft_std'])} SFT standard "
+                f"deviations; acceptance needs >= 0.5) at a mean KL to SFT of {_fmt(p['mean_kl'])} nats per sequence.")
+    return out
+
+
+def markdown_table(df, digits: int = 3) -> str:
+    """A GitHub markdown table of a DataFrame (no extra dependency)."""
+    cols = [df.index.name or ""] + [str(c) for c in df.columns]
+
+    def cell(v):
+        if isinstance(v, float):
+            return "n/a" if v != v else f"{v:.{digits}f}"
+        return "n/a" if v is None else str(v)
+
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for idx, row in df.iterrows():
+        lines.append("| " + " | ".join([str(idx), *[cell(v) for v in row]]) + " |")
+    return "\n".join(lines)

@@ -115,7 +115,8 @@ def run_probe(
                     "dtype": getattr(model, "llamalab_info", {}).get("dtype")}
     t0 = time.perf_counter()
     scored = [
-        {**_public(it), "prompt": p, "completion": c, **mod.score_item(it, c)}
+        {**_public(it), "prompt": p, **({"prompt_content": mod.build_prompt(it)} if chat else {}),
+         "completion": c, **mod.score_item(it, c)}
         for it, p, c in zip(items, prompts, completions, strict=True)
     ]
     summary = mod.summarize(scored)

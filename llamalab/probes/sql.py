@@ -29,7 +29,7 @@ import math
 import re
 import threading
 from collections import Counter
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -273,7 +273,7 @@ def _norm_cell(value: Any) -> Any:
         return float(f"{x:.6g}")
     if isinstance(value, datetime):
         if value.tzinfo is not None:
-            value = value.astimezone(timezone.utc).replace(tzinfo=None)
+            value = value.astimezone(UTC).replace(tzinfo=None)
         if value.time() == time(0):
             return value.date().isoformat()
         return value.isoformat(sep=" ")

@@ -53,7 +53,8 @@ def sample(model, tok, prompts: list[list[dict]], *, max_new_tokens: int, temper
         m = (q != pad).long()
         with torch.inference_mode():
             seqs = model.generate(input_ids=q, attention_mask=m, do_sample=True, temperature=temperature, top_k=0,
-                                  top_p=1.0, max_new_tokens=max_new_tokens, pad_token_id=pad, eos_token_id=eos)
+                                  top_p=1.0, max_new_tokens=max_new_tokens, pad_token_id=pad, eos_token_id=eos,
+                                  use_cache=True)
         for row in range(len(chunk)):
             resp = seqs[row, width:].tolist()
             if eos in resp:

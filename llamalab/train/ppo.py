@@ -98,6 +98,33 @@ def _metrics_callback(path: Path, lengths: _ResponseLengths):
     return MetricsJsonl()
 
 
+def _samples_callback(path: Path, tokenizer, prompts: list[str], max_new_tokens: int):
+    """Greedy responses of the policy to fixed held-out prompts at the first, middle and last update."""
+    from transformers import TrainerCallback
+
+    from ..generate import generate
+
+    class Samples(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, model=None, **kwargs):
+            if not logs or "objective/kl" not in logs or model is None:
+                return
+            total = max(1, state.max_steps)
+            if state.global_step not in {1, (total + 1) // 2, total}:
+                return
+            policy = getattr(model, "policy", model)
+            was_training = policy.training
+            policy.eval()
+            texts = generate(policy, tokenizer, prompts, chat=True, max_new_tokens=max_new_tokens, progress=False)
+            if was_training:
+                policy.train()
+            row = {"update": state.global_step, "of": total,
+                   "samples": [{"prompt": p[-300:], "response": t} for p, t in zip(prompts, texts, strict=True)]}
+            with path.open("a") as fh:
+                fh.write(json.dumps(row) + "\n")
+
+    return Samples()
+
+
 def ppo_config(profile: Profile, output_dir: Path, **overrides):
     import torch
     from trl.experimental.ppo import PPOConfig
@@ -118,6 +145,18 @@ def rl_dtype():
     return torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
 
 
+def value_with_lora(profile: Profile, value):
+    """Freeze the value model's base and inject LoRA (the score head stays trainable): a 7B critic
+    then costs its bf16 weights plus a few MB of trainable state instead of full fine-tuning."""
+    from peft import inject_adapter_in_model
+
+    value.requires_grad_(False)
+    cfg = common.lora_config(profile, task_type="SEQ_CLS")
+    inject_adapter_in_model(cfg, value)
+    value.score.requires_grad_(True)
+    return value
+
+
 def load_stack(profile: Profile, dtype=None):
     """(policy, value, reward, tokenizer) for PPO/RLOO from the earlier stages' directories."""
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
@@ -133,11 +172,16 @@ def load_stack(profile: Profile, dtype=None):
     for m in (value, reward):
         m.config.pad_token_id = tok.pad_token_id
     reward.eval()
+    if common.section(profile, "rl").get("value", "full") == "lora":
+        value_with_lora(profile, value)
     return policy, value, reward, tok, sft_dir, rm_dir
 
 
 def train_ppo(profile: Profile, *, prompts: str | Path | None = None, progress: bool = True,
-              callbacks: list | None = None, retrain: bool = True) -> dict[str, Any]:
+              callbacks: list | None = None, retrain: bool = True,
+              query_padding_side: str = "left") -> dict[str, Any]:
+    """Train the PPO policy. ``query_padding_side="right"`` exists only to demonstrate (in a test)
+    the silent bug it causes: a first-update KL of ~31 instead of ~0."""
     from trl.experimental.ppo import PPOTrainer
 
     from .sft import merge_adapter
@@ -153,17 +197,27 @@ def train_ppo(profile: Profile, *, prompts: str | Path | None = None, progress: 
     out.mkdir(parents=True, exist_ok=True)
     metrics_path = out / "metrics.jsonl"
     metrics_path.unlink(missing_ok=True)
+    samples_path = out / "samples.jsonl"
+    samples_path.unlink(missing_ok=True)
     args = ppo_config(profile, out / "checkpoints", disable_tqdm=not progress)
+    fixed = [r["prompt"][-1]["content"] for r in held_rows[:3]]
     lora = common.lora_config(profile)
     lengths = _ResponseLengths()
+    tok.padding_side = query_padding_side
+    from ..generate import enable_kv_cache
+
+    enable_kv_cache(policy)  # rollouts generate; gradient checkpointing would have switched the cache off
     trainer = PPOTrainer(args=args, processing_class=tok, model=policy, ref_model=None, reward_model=reward,
                          value_model=value, train_dataset=query_dataset(tok, train_rows),
                          eval_dataset=query_dataset(tok, held_rows[: max(args.per_device_eval_batch_size, 1)]),
                          peft_config=lora,
-                         callbacks=[_metrics_callback(metrics_path, lengths), *(callbacks or [])])
+                         callbacks=[_metrics_callback(metrics_path, lengths),
+                                    _samples_callback(samples_path, tok, fixed, args.response_length),
+                                    *(callbacks or [])])
     started = time.perf_counter()
     with lengths.patched():
         trainer.train()
+    tok.padding_side = "left"
     stats = common.memory_and_time(trainer, started)
     updates = [json.loads(line) for line in metrics_path.read_text().splitlines()] if metrics_path.exists() else []
     result = {"updates": len(updates), "first_update": updates[0] if updates else None,

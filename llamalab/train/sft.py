@@ -77,15 +77,23 @@ def merge_adapter(base_spec: str, adapter_dir: Path, out_dir: Path, *, seq_cls: 
     tok.save_pretrained(out_dir)
 
 
+def make_trainer(profile: Profile, model, tok, args, train_rows: list[dict], eval_rows: list[dict], lora=None,
+                 callbacks: list | None = None):
+    """The SFTTrainer of this stage (also used by ``bench train``)."""
+    from datasets import Dataset
+    from trl import SFTTrainer
+
+    return SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(train_rows),
+                      eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
+                      processing_class=tok, peft_config=lora or common.lora_config(profile), callbacks=callbacks)
+
+
 def train_sft(profile: Profile, *, resume: bool = False, data: str | Path | None = None,
               callbacks: list | None = None, progress: bool = True, retrain: bool = True) -> dict[str, Any]:
     """Train the SFT adapter for a profile; return the metrics (also written to metrics.json).
 
     ``retrain=False`` returns the existing stage's metrics when it was made from the same inputs.
     """
-    from datasets import Dataset
-    from trl import SFTTrainer
-
     train_rows, eval_rows = load_splits(profile, data)  # bad data fails here, before anything is written
     data_file = Path(data) if data else paths.data_dir() / DEFAULT_DATA
     fp = common.fingerprint(profile, "sft", [data_file])
@@ -107,9 +115,7 @@ def train_sft(profile: Profile, *, resume: bool = False, data: str | Path | None
     args = sft_config(profile, ck_dir, disable_tqdm=not progress)
     steps = common.step_recorder()
     lora = common.lora_config(profile)
-    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(train_rows),
-                         eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
-                         processing_class=tok, peft_config=lora, callbacks=[steps, *(callbacks or [])])
+    trainer = make_trainer(profile, model, tok, args, train_rows, eval_rows, lora, [steps, *(callbacks or [])])
     started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=str(last) if last else None)
     stats = common.memory_and_time(trainer, started)

@@ -1,0 +1,128 @@
+"""The GPU path as far as it runs on CPU: memory plans, profiles' TRL/PEFT configs, KV cache, LoRA."""
+
+import pytest
+
+from llamalab import anatomy, config, memory
+from llamalab.generate import enable_kv_cache, generate
+
+
+def _shape(name):
+    m = anatomy.meta_model(**anatomy.LLAMA1_CONFIGS[name])
+    return memory.Shape.from_config(m.config, sum(p.numel() for p in m.parameters()))
+
+
+def test_lora_parameter_count_matches_peft(tiny):
+    from peft import LoraConfig, get_peft_model
+
+    model, _ = tiny
+    shape = memory.Shape.from_config(model.config, sum(p.numel() for p in model.parameters()))
+    import copy
+
+    peft_model = get_peft_model(copy.deepcopy(model), LoraConfig(r=8, target_modules=list(memory.LORA_TARGETS)))
+    trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
+    assert memory.lora_params(shape, 8) == trainable
+
+
+def test_memory_plan_for_llama_sizes():
+    s7, s65 = _shape("LLaMA-7B"), _shape("LLaMA-65B")
+    sft7 = memory.stage_plan(s7, "sft", weights="bfloat16", batch=8, seq=512)
+    assert 12 < sft7["weights"] < 13 and sft7["fits A100 40GB"]
+    ppo_full = memory.stage_plan(s7, "ppo", weights="bfloat16", value="full")
+    ppo_lora = memory.stage_plan(s7, "ppo", weights="bfloat16", value="lora")
+    assert ppo_full["total"] > ppo_lora["total"] + 50  # full value training costs ~84 GiB of state
+    assert not ppo_full["fits A100 80GB"] and ppo_lora["fits A100 80GB"]
+    assert not memory.stage_plan(s65, "sft", weights="bfloat16")["fits A100 80GB"]
+    assert memory.stage_plan(s65, "sft", weights="4bit", batch=1, seq=512)["fits A100 80GB"]
+    no_ckpt = memory.stage_plan(s7, "sft", batch=8, seq=512, checkpointing=False)
+    assert no_ckpt["activations"] > 5 * sft7["activations"]
+
+
+@pytest.mark.parametrize("name", ["smoke", "cpu", "a100"])
+def test_profile_training_sections_build_trl_and_peft_configs(name, tmp_path):
+    from peft import LoraConfig
+    from trl import RewardConfig, RLOOConfig, SFTConfig
+    from trl.experimental.ppo import PPOConfig
+
+    from llamalab.train import common
+
+    prof = config.load_profile(name)
+    assert isinstance(common.lora_config(prof), LoraConfig)
+    for section, cls in (("sft", SFTConfig), ("reward", RewardConfig), ("ppo", PPOConfig), ("rloo", RLOOConfig)):
+        values = {k: v for k, v in common.section(prof, section).items() if k not in ("bf16",)}
+        cfg = common.build_dataclass(cls, values, prof, section, output_dir=str(tmp_path), use_cpu=True,
+                                     report_to=[])
+        assert cfg.seed == 0, (name, section)
+
+
+def test_a100_profile_is_the_gpu_path():
+    prof = config.load_profile("a100")
+    assert "llama" in prof.model.spec.lower() and prof.model.dtype == "bfloat16"
+    assert prof.model.attn_implementation == "sdpa"
+    for stage in ("sft", "reward", "ppo", "rloo"):
+        assert prof.extra[stage]["bf16"] is True and prof.extra[stage]["gradient_checkpointing"] is True
+    assert prof.extra["rl"]["value"] == "lora"
+    plan = memory.profile_plan(prof, _shape("LLaMA-7B"))
+    assert all(row["fits A100 80GB"] for row in plan)
+
+
+def test_quantization_needs_cuda():
+    from llamalab.models import ModelError, load_model
+
+    with pytest.raises(ModelError, match="needs a CUDA GPU"):
+        load_model("default", quantization="4bit", device="cpu", verbose=False)
+
+
+def test_kv_cache_is_back_on_for_generation_after_gradient_checkpointing(tiny):
+    model, tok = tiny
+    model.gradient_checkpointing_enable()
+    model.config.use_cache = False
+    try:
+        enable_kv_cache(model)
+        assert model.config.use_cache is True
+        model.config.use_cache = False
+        out = generate(model, tok, ["Clickbait: yes"], max_new_tokens=4, progress=False)
+        assert model.config.use_cache is True and isinstance(out[0], str)
+    finally:
+        model.gradient_checkpointing_disable()
+        model.eval()
+
+
+def test_value_model_with_lora_freezes_the_base(tiny):
+    import torch
+    from transformers import LlamaForSequenceClassification
+
+    from llamalab.train.ppo import value_with_lora
+
+    model, _ = tiny
+    value = LlamaForSequenceClassification(model.config)
+    prof = config.load_profile("a100")
+    value_with_lora(prof, value)
+    trainable = {n for n, p in value.named_parameters() if p.requires_grad}
+    assert any("lora_" in n for n in trainable) and "score.weight" in trainable
+    assert not any(n.endswith("q_proj.base_layer.weight") or n.endswith("embed_tokens.weight") for n in trainable)
+    out = value(input_ids=torch.tensor([[1, 2, 3]]))
+    assert out.logits.shape == (1, 1)
+
+
+def test_gpu_bench_code_path_runs_on_a_tiny_config(capsys):
+    """`bench gpu` needs CUDA for its figures; --tiny runs every stage of it on CPU."""
+    from llamalab.gpubench import bench_gpu
+
+    report = bench_gpu(tiny=True, smoke_chain=False)
+    stages = report["stages"]
+    assert stages["lora_sft"]["tokens_per_s"] > 0 and stages["lora_reward"]["tokens_per_s"] > 0
+    assert stages["generation"]["batch_32_tokens_per_s"] > 0
+    assert stages["ppo_update"]["episodes"] == 2
+    printed = capsys.readouterr().out
+    assert "FLOPs per trained token used for MFU: 4*N + 6*L*s*h" in printed
+
+
+def test_gpu_bench_refuses_without_cuda_unless_tiny():
+    import torch
+
+    from llamalab.gpubench import bench_gpu
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(RuntimeError, match="needs a CUDA GPU"):
+        bench_gpu(tiny=False)

@@ -1,0 +1,119 @@
+"""The recipe end to end in the smoke profile, on the real default model, in a temporary runs dir:
+SFT killed after its first checkpoint and resumed, then the reward model, then PPO."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from llamalab import config
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory):
+    runs = tmp_path_factory.mktemp("runs")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("LLAMALAB_RUNS", str(runs))
+    env = {**os.environ, "LLAMALAB_RUNS": str(runs), "PYTHONUNBUFFERED": "1"}
+    out = runs / "smoke" / "sft"
+    cmd = [sys.executable, "-m", "llamalab", "train", "sft", "--profile", "smoke"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    first = out / "checkpoints" / "checkpoint-3" / "trainer_state.json"
+    deadline = time.time() + 600
+    while not first.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(0.5)  # let the checkpoint's last files land
+    killed_state = {"checkpoint": first.exists(), "metrics_before_resume": (out / "metrics.json").exists(),
+                    "merged_before_resume": (out / "merged").exists()}
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = subprocess.run([*cmd, "--resume"], env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    profile = config.load_profile("smoke")
+    from llamalab.train.ppo import train_ppo
+    from llamalab.train.reward import train_reward
+
+    reward_metrics = train_reward(profile, progress=False)
+    ppo_summary = train_ppo(profile, progress=False)
+    yield {"runs": runs, "profile": profile, "killed": killed_state, "sft_out": out,
+           "reward": reward_metrics, "ppo": ppo_summary}
+    mp.undo()
+
+
+def test_sft_resumes_from_its_first_checkpoint(chain):
+    assert chain["killed"] == {"checkpoint": True, "metrics_before_resume": False, "merged_before_resume": False}
+    metrics = json.loads((chain["sft_out"] / "metrics.json").read_text())
+    assert metrics["resumed_from"] == "checkpoint-3"
+    assert metrics["first_step_this_run"] == 4  # the resumed run did not redo the first three steps
+    assert metrics["global_step"] == 6
+    assert (chain["sft_out"] / "merged" / "model.safetensors").is_file()
+    info = json.loads((chain["sft_out"] / "run_info.json").read_text())
+    assert info["world_size"] == 1 and info["versions"]["trl"] == "1.12.0" and info["git_sha"]
+
+
+def test_reward_model_artifacts_and_held_out_metrics(chain):
+    m = chain["reward"]
+    assert 0 <= m["eval_pairwise_accuracy"] <= 1 and m["eval_n"] == 16
+    merged = chain["runs"] / "smoke" / "reward" / "merged"
+    cfg = json.loads((merged / "config.json").read_text())
+    assert cfg["architectures"] == ["LlamaForSequenceClassification"] and cfg["num_labels"] == 1
+
+
+def test_reward_is_read_at_the_last_real_token(chain):
+    """TRL's get_reward on a left-padded query + right-padded response gives the same score as the
+    reward model on the unpadded sequence, whose last token is the EOS."""
+    from trl.experimental.utils import get_reward
+
+    from llamalab.train.common import chat_ids
+    from llamalab.train.reward import load_reward_model, score
+
+    rm, tok = load_reward_model(chain["runs"] / "smoke" / "reward" / "merged")
+    prompt = [{"role": "user", "content": "Is this title clickbait? 'Markets close higher'"}]
+    response = [{"role": "assistant", "content": "no"}]
+    q = chat_ids(tok, prompt, add_generation_prompt=True)
+    full = chat_ids(tok, prompt + response)
+    assert full[: len(q)] == q and full[-1] == tok.eos_token_id
+    pad = tok.pad_token_id
+    padded = torch.tensor([[pad] * 5 + full + [pad] * 7])
+    _, scores, seq_len = get_reward(rm, padded, pad, 5 + len(q))
+    assert int(seq_len[0]) == 5 + len(full) - 1  # index of the EOS
+    expected = score(rm, tok, [prompt], [response])[0]
+    assert float(scores[0]) == pytest.approx(expected, abs=1e-4)
+
+
+def test_ppo_first_update_kl_is_near_zero_and_metrics_are_saved(chain):
+    rows = [json.loads(line) for line in (chain["runs"] / "smoke" / "ppo" / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == chain["ppo"]["updates"] == 2
+    assert abs(rows[0]["kl"]) < 0.01
+    for key in ("score", "kl", "entropy", "policy_loss", "value_loss", "clip_fraction", "response_length"):
+        assert all(r[key] is not None for r in rows), key
+    assert all(0 < r["response_length"] <= 48 for r in rows)
+    out = chain["runs"] / "smoke" / "ppo"
+    assert (out / "merged" / "config.json").is_file() and (out / "adapter" / "adapter_config.json").is_file()
+    info = json.loads((out / "run_info.json").read_text())
+    assert info["reference"] == "policy with its LoRA adapter disabled"
+    samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert [s["update"] for s in samples] == [1, 2] or [s["update"] for s in samples] == [1, 1, 2][:len(samples)]
+
+
+def test_right_padded_queries_break_the_first_update_kl(chain, tmp_path, monkeypatch):
+    """The silent bug the left padding avoids: same run with right-padded queries."""
+    from llamalab.train.ppo import train_ppo
+
+    runs = tmp_path / "runs"
+    monkeypatch.setenv("LLAMALAB_RUNS", str(runs))
+    for stage in ("sft", "reward"):  # reuse the chain's earlier stages
+        (runs / "smoke").mkdir(parents=True, exist_ok=True)
+        os.symlink(chain["runs"] / "smoke" / stage, runs / "smoke" / stage)
+    profile = config.load_profile("smoke")
+    profile.extra["ppo"]["total_episodes"] = 4
+    summary = train_ppo(profile, progress=False, query_padding_side="right")
+    assert abs(summary["first_update"]["kl"]) > 1.0
+    assert Path(runs / "smoke" / "ppo" / "metrics.jsonl").is_file()
