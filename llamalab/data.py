@@ -33,6 +33,15 @@ class Field:
     check: Callable[[Any], str | None] | None = None  # returns an error message or None
 
 
+def single_line(value: str) -> str | None:
+    """A ``Field.check`` for text the prompt puts on one line: no newlines, no outer whitespace."""
+    if "\n" in value or "\r" in value:
+        return "must be a single line (the prompt puts it on one line)"
+    if value != value.strip():
+        return "has leading or trailing whitespace"
+    return None
+
+
 def _type_name(t: type | tuple[type, ...]) -> str:
     if isinstance(t, tuple):
         return " or ".join(x.__name__ for x in t)

@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 
 from llamalab import paths
-from llamalab.data import DataError, Field, read_jsonl
+from llamalab.data import DataError, Field, read_jsonl, single_line
 
 NAME = "clickbait"
 DEFAULT_DATA = "probes/clickbait.jsonl"  # relative to paths.data_dir()
@@ -42,17 +42,10 @@ FEW_SHOT = "I will tell whether the following news titles are clickbait:\n" + ""
 ITEM_TEMPLATE = "5) {title}\nClickbait:"
 
 
-def _single_line(value: str) -> str | None:
-    if "\n" in value or "\r" in value:
-        return "must be a single line (the prompt puts it on one numbered line)"
-    if value != value.strip():
-        return "has leading or trailing whitespace"
-    return None
-
 
 FIELDS = [
     Field("id", required=False),
-    Field("title", check=_single_line),
+    Field("title", check=single_line),
     Field("label", choices=LABELS),
     Field("topic", required=False),
 ]

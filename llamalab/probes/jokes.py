@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 
 from llamalab import paths
-from llamalab.data import Field, read_jsonl
+from llamalab.data import Field, read_jsonl, single_line
 
 NAME = "jokes"
 DEFAULT_DATA = "probes/jokes.jsonl"  # relative to paths.data_dir()
@@ -39,17 +39,10 @@ ITEM_TEMPLATE = "(3) {joke}\nExplanation:"
 PROXY_NOTE = "proxy_overlap is a rough lexical proxy, not a judgement of the explanation"
 
 
-def _single_line(value: str) -> str | None:
-    if "\n" in value or "\r" in value:
-        return "must be a single line (the prompt puts it on one numbered line)"
-    if value != value.strip():
-        return "has leading or trailing whitespace"
-    return None
-
 
 FIELDS = [
     Field("id"),
-    Field("joke", check=_single_line),
+    Field("joke", check=single_line),
     Field("reference", required=False),
     Field("source", required=False),
 ]

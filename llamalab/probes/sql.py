@@ -38,7 +38,7 @@ import sqlglot
 from sqlglot import exp
 
 from llamalab import paths
-from llamalab.data import Field, read_jsonl
+from llamalab.data import Field, read_jsonl, single_line
 from llamalab.sqlbox import SQLBox
 
 NAME = "sql"
@@ -52,13 +52,6 @@ PREVIEW_ROWS = 5
 
 # -- data ------------------------------------------------------------------------------------------
 
-
-def _single_line(value: str) -> str | None:
-    if "\n" in value or "\r" in value:
-        return "must be a single line (the prompt puts it on one comment line)"
-    if value != value.strip():
-        return "has leading or trailing whitespace"
-    return None
 
 
 def load_items(path: str | Path | None = None) -> list[dict]:
@@ -81,7 +74,7 @@ def load_items(path: str | Path | None = None) -> list[dict]:
 
     fields = [
         Field("id", (str, int)),
-        Field("question", check=_single_line),
+        Field("question", check=single_line),
         Field("gold_sql"),
         Field("db", check=db_exists),
         Field("difficulty", required=False, choices=DIFFICULTIES),

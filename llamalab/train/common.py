@@ -217,3 +217,20 @@ def reusable(profile: Profile, stage: str, fp: str, summary_file: str = "metrics
     log(f"{stage}: reusing {out} (same profile, data and upstream stages; pass retrain=True to train again)")
     metrics["reused"] = True
     return metrics
+
+
+def save_adapter_and_merged(model, base: str, out: Path, *, seq_cls: bool = False, tokenizer=None) -> None:
+    """Write ``out/adapter`` and ``out/merged`` (the adapter merged into fp32 base weights) through a
+    temporary directory, so a stage directory never holds a half-written model."""
+    import tempfile
+
+    from .sft import merge_adapter
+
+    with tempfile.TemporaryDirectory(dir=out, prefix=".tmp-") as tmp:
+        tmp = Path(tmp)
+        model.save_pretrained(tmp / "adapter")
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp / "adapter")
+        merge_adapter(base, tmp / "adapter", tmp / "merged", seq_cls=seq_cls)
+        replace_dir(tmp / "adapter", out / "adapter")
+        replace_dir(tmp / "merged", out / "merged")

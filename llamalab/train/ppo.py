@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -113,10 +112,15 @@ def _samples_callback(path: Path, tokenizer, prompts: list[str], max_new_tokens:
                 return
             policy = getattr(model, "policy", model)
             was_training = policy.training
+            side, tokenizer.padding_side = tokenizer.padding_side, "left"
             policy.eval()
-            texts = generate(policy, tokenizer, prompts, chat=True, max_new_tokens=max_new_tokens, progress=False)
-            if was_training:
-                policy.train()
+            try:
+                texts = generate(policy, tokenizer, prompts, chat=True, max_new_tokens=max_new_tokens,
+                                 progress=False)
+            finally:
+                tokenizer.padding_side = side
+                if was_training:
+                    policy.train()
             row = {"update": state.global_step, "of": total,
                    "samples": [{"prompt": p[-300:], "response": t} for p, t in zip(prompts, texts, strict=True)]}
             with path.open("a") as fh:
@@ -184,7 +188,6 @@ def train_ppo(profile: Profile, *, prompts: str | Path | None = None, progress: 
     the silent bug it causes: a first-update KL of ~31 instead of ~0."""
     from trl.experimental.ppo import PPOTrainer
 
-    from .sft import merge_adapter
 
     train_rows = load_prompts(profile, prompts)
     prompt_file = Path(prompts) if prompts else paths.data_dir() / DEFAULT_PROMPTS
@@ -224,13 +227,8 @@ def train_ppo(profile: Profile, *, prompts: str | Path | None = None, progress: 
               "last_update": updates[-1] if updates else None, "train_prompts": len(train_rows),
               "episodes": trainer.state.episode, **stats}
     if common.is_main_process():
-        with tempfile.TemporaryDirectory(dir=out, prefix=".tmp-") as tmp:
-            tmp = Path(tmp)
-            policy_model = trainer.accelerator.unwrap_model(trainer.model).policy
-            policy_model.save_pretrained(tmp / "adapter")
-            merge_adapter(str(sft_dir), tmp / "adapter", tmp / "merged")
-            common.replace_dir(tmp / "adapter", out / "adapter")
-            common.replace_dir(tmp / "merged", out / "merged")
+        policy_model = trainer.accelerator.unwrap_model(trainer.model).policy
+        common.save_adapter_and_merged(policy_model, str(sft_dir), out)
         common.write_json(out / "train_summary.json", result)
         common.write_json(out / "run_info.json", common.run_info(
             profile, "ppo", {"ppo": args, "lora": lora},

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -49,7 +48,6 @@ def train_rloo(profile: Profile, *, progress: bool = True, retrain: bool = True)
 
     from .. import models
     from .reward import load_reward_model
-    from .sft import merge_adapter
 
     sft_dir = common.require_stage(profile, "sft")
     rm_dir = common.require_stage(profile, "reward")
@@ -87,12 +85,7 @@ def train_rloo(profile: Profile, *, progress: bool = True, retrain: bool = True)
     result = {"updates": len(updates), "first_update": updates[0] if updates else None,
               "last_update": updates[-1] if updates else None, "train_prompts": len(rows), **stats}
     if common.is_main_process():
-        with tempfile.TemporaryDirectory(dir=out, prefix=".tmp-") as tmp:
-            tmp = Path(tmp)
-            trainer.model.save_pretrained(tmp / "adapter")
-            merge_adapter(str(sft_dir), tmp / "adapter", tmp / "merged")
-            common.replace_dir(tmp / "adapter", out / "adapter")
-            common.replace_dir(tmp / "merged", out / "merged")
+        common.save_adapter_and_merged(trainer.model, str(sft_dir), out)
         common.write_json(out / "train_summary.json", result)
         common.write_json(out / "run_info.json", common.run_info(
             profile, "rloo", {"rloo": args, "lora": lora},

@@ -10,7 +10,6 @@ conversational prompt/completion pair so the loss is on the assistant's answer o
 from __future__ import annotations
 
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -133,14 +132,8 @@ def train_sft(profile: Profile, *, resume: bool = False, data: str | Path | None
         "log_history": history,
     }
     if common.is_main_process():
-        with tempfile.TemporaryDirectory(dir=out, prefix=".tmp-") as tmp:
-            tmp = Path(tmp)
-            trainer.model.save_pretrained(tmp / "adapter")
-            tok.padding_side = "left"
-            tok.save_pretrained(tmp / "adapter")
-            merge_adapter(profile.model.spec, tmp / "adapter", tmp / "merged")
-            common.replace_dir(tmp / "adapter", out / "adapter")
-            common.replace_dir(tmp / "merged", out / "merged")
+        tok.padding_side = "left"
+        common.save_adapter_and_merged(trainer.model, profile.model.spec, out, tokenizer=tok)
         common.write_json(out / "metrics.json", metrics)
         common.write_json(out / "run_info.json", common.run_info(
             profile, "sft", {"sft": args, "lora": lora},
