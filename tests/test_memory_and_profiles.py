@@ -93,8 +93,12 @@ def test_value_model_with_lora_freezes_the_base(tiny):
 
     from llamalab.train.ppo import value_with_lora
 
+    import copy
+
     model, _ = tiny
-    value = LlamaForSequenceClassification(model.config)
+    cfg = copy.deepcopy(model.config)
+    cfg.num_labels = 1
+    value = LlamaForSequenceClassification(cfg)
     prof = config.load_profile("a100")
     value_with_lora(prof, value)
     trainable = {n for n, p in value.named_parameters() if p.requires_grad}

@@ -68,8 +68,11 @@ def merge_adapter(base_spec: str, adapter_dir: Path, out_dir: Path, *, seq_cls: 
     kwargs: dict[str, Any] = {"dtype": torch.float32}
     if seq_cls:
         kwargs["num_labels"] = 1
-    base = cls.from_pretrained(where, **kwargs)
-    tok = AutoTokenizer.from_pretrained(where)
+    if kind == "tiny" and not seq_cls:  # built in code, deterministically (seed 0), as in training
+        base, tok = models.tiny_model()
+    else:
+        base = cls.from_pretrained(where, **kwargs)
+        tok = AutoTokenizer.from_pretrained(where)
     models.prepare_tokenizer(tok, base)
     merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
     merged.save_pretrained(out_dir)
