@@ -184,19 +184,21 @@ def _fmt(x: Any) -> str:
     return "n/a" if x is None or x != x else f"{x:.2f}"
 
 
-def conclusions(df, heldout: dict[str, Any] | None = None, baseline: str | None = None) -> list[str]:
-    """Sentences computed from the table: each compares a stage with the one before it, metric by
-    metric, and says plainly when a stage made things worse."""
+def conclusions(df, heldout: dict[str, Any] | None = None,
+                pairs: list[tuple[str, str]] | None = None) -> list[str]:
+    """Sentences computed from the table: each compares a model with the one it was trained from
+    (``pairs``; default: each row with the row before), metric by metric, and says plainly when a
+    stage made things worse."""
     metrics = {"clickbait_accuracy": "clickbait accuracy", "clickbait_format_ok": "clickbait format rate",
                "sql_exec_acc": "SQL execution accuracy", "sql_valid": "SQL valid rate",
                f"sql_exec_acc_seen({SEEN_DB})": f"SQL execution accuracy on the seen schema ({SEEN_DB})",
                f"sql_exec_acc_unseen({UNSEEN_DB})": f"SQL execution accuracy on the unseen schema ({UNSEEN_DB})"}
     labels = list(df.index)
     out = []
-    chain = [(labels[i - 1], labels[i]) for i in range(1, len(labels))]
-    if baseline and baseline in labels:
-        chain = [(baseline, lab) for lab in labels if lab != baseline]
+    chain = pairs or [(labels[i - 1], labels[i]) for i in range(1, len(labels))]
     for before, after in chain:
+        if before not in labels or after not in labels:
+            raise ValueError(f"conclusions: {before!r} or {after!r} is not a row of the table ({labels})")
         better, worse, same = [], [], []
         for col, name in metrics.items():
             if col not in df.columns:

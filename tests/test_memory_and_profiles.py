@@ -88,12 +88,12 @@ def test_kv_cache_is_back_on_for_generation_after_gradient_checkpointing(tiny):
 
 
 def test_value_model_with_lora_freezes_the_base(tiny):
+    import copy
+
     import torch
     from transformers import LlamaForSequenceClassification
 
     from llamalab.train.ppo import value_with_lora
-
-    import copy
 
     model, _ = tiny
     cfg = copy.deepcopy(model.config)

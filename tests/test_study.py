@@ -1,0 +1,36 @@
+"""The before/after conclusion is computed from the numbers and says when a stage made things worse."""
+
+import pandas as pd
+import pytest
+
+from llamalab import study
+
+
+def _table():
+    return pd.DataFrame({"clickbait_accuracy": [0.3, 0.4, 0.2], "sql_exec_acc": [0.0, 0.1, 0.1]},
+                        index=pd.Index(["base", "sft", "sft+ppo"], name="model"))
+
+
+def test_conclusions_follow_the_numbers():
+    lines = study.conclusions(_table(), pairs=[("base", "sft"), ("sft", "sft+ppo")])
+    assert "improved clickbait accuracy 0.30 -> 0.40; SQL execution accuracy 0.00 -> 0.10" in lines[0]
+    assert "made WORSE clickbait accuracy 0.40 -> 0.20" in lines[1]
+    assert "left unchanged SQL execution accuracy 0.10 -> 0.10" in lines[1]
+    with pytest.raises(ValueError, match="not a row"):
+        study.conclusions(_table(), pairs=[("base", "rlhf")])
+
+
+def test_heldout_sentence_states_the_acceptance():
+    heldout = {"n_prompts": 4, "policies": {
+        "sft": {"mean_score": 1.0, "std_score": 2.0, "mean_kl": 0.0, "gain_in_sft_std": 0.0},
+        "ppo": {"mean_score": 2.5, "std_score": 2.0, "mean_kl": 3.2, "gain_in_sft_std": 0.75}}}
+    lines = study.conclusions(_table(), heldout, pairs=[("base", "sft")])
+    assert "ppo's mean reward-model score rose over SFT's (1.00 -> 2.50, 0.75 SFT standard deviations" in lines[-1]
+
+
+def test_degenerate_detection():
+    assert study.is_degenerate("")
+    assert study.is_degenerate("the cat the cat the cat the cat the cat the cat")
+    assert not study.is_degenerate("SELECT COUNT(DISTINCT user_id) FROM events WHERE rpc_method = 'Login';")
+    assert study.point_biserial([1.0, 2.0, 3.0, 4.0], [False, False, True, True]) > 0.8
+    assert study.point_biserial([1.0, 2.0], [True, False]) is None
