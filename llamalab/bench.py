@@ -175,7 +175,7 @@ def bench_train(profile_name: str = "cpu", steps: int = 6, batch_size: int = 8) 
     profile = config.load_profile(profile_name)
     train_rows, _ = sft.load_splits(profile)
     train_rows = train_rows[: steps * batch_size]
-    modes = [("padded (baseline)", {}), ("padding-free", {"padding_free": True}),
+    modes = [("padded (baseline)", {}), ("padding-free", {"padding_free": True, "max_length": None}),
              ("packed (bfd)", {"packing": True, "packing_strategy": "bfd"})]
     rows, out = [], {}
     model0, tok0 = models.load_model(profile.model.spec, dtype=profile.model.dtype, verbose=False)
