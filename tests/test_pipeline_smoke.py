@@ -63,7 +63,7 @@ def test_reward_model_artifacts_and_held_out_metrics(chain):
     assert 0 <= m["eval_pairwise_accuracy"] <= 1 and m["eval_n"] == 16
     merged = chain["runs"] / "smoke" / "reward" / "merged"
     cfg = json.loads((merged / "config.json").read_text())
-    assert cfg["architectures"] == ["LlamaForSequenceClassification"] and cfg["num_labels"] == 1
+    assert cfg["architectures"] == ["LlamaForSequenceClassification"] and len(cfg["id2label"]) == 1
 
 
 def test_reward_is_read_at_the_last_real_token(chain):
