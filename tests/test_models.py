@@ -169,3 +169,17 @@ def test_shared_prefix_length_rules():
     assert shared_prefix_length([base, base]) == 39  # each prompt keeps a token of its own
     assert shared_prefix_length([base[:10] + [1], base[:10] + [2]]) == 0  # too short to be worth it
     assert shared_prefix_length([base + [1]]) == 0
+
+
+def test_corruption_after_a_verified_load_is_still_detected(monkeypatch, tmp_path):
+    import os
+
+    d = _fake_cache(tmp_path)
+    assert models.verify_cache(d) == [] and (d / models.VERIFIED).is_file()  # digests checked once, stamped
+    f = d / "model.safetensors"
+    data = bytearray(f.read_bytes())
+    data[3] ^= 0xFF
+    f.write_bytes(bytes(data))
+    st = f.stat()
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))  # a rewrite changes the mtime
+    assert any("corrupted" in p for p in models.verify_cache(d))
