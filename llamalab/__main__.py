@@ -97,7 +97,6 @@ def _cmd_notebooks(args) -> int:
 
 def _cmd_train(args) -> int:
     from . import config
-    from .train import common
 
     prof = config.load_profile(args.profile)
     if args.stage == "sft":
@@ -118,7 +117,7 @@ def _cmd_train(args) -> int:
         m = train_rloo(prof)
     shown = {k: v for k, v in m.items() if not isinstance(v, (list, dict)) or k in ("first_update", "last_update")}
     print(json.dumps(shown, indent=1, default=str))
-    print(f"artifacts: {common.paths.stage_dir(prof.name, args.stage)}")
+    print(f"artifacts: {prof.stage_dir(args.stage)}")
     return 0
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import gc
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from . import models, probes
@@ -95,10 +94,6 @@ def stage_model(profile: Profile, stage: str) -> str:
     from .train.common import require_stage
 
     return str(require_stage(profile, stage))
-
-
-def existing(path: str | Path) -> bool:
-    return Path(path).exists()
 
 
 # ------------------------------------------------------------------------------------------------
