@@ -234,3 +234,17 @@ def save_adapter_and_merged(model, base: str, out: Path, *, seq_cls: bool = Fals
         merge_adapter(base, tmp / "adapter", tmp / "merged", seq_cls=seq_cls)
         replace_dir(tmp / "adapter", out / "adapter")
         replace_dir(tmp / "merged", out / "merged")
+
+
+def stage_checkpoints(profile: Profile, stage: str, resume: bool) -> tuple[Path, Path, Path | None]:
+    """``(stage dir, checkpoints dir, checkpoint to resume from)``. Without ``resume`` old checkpoints
+    are removed, so a fresh run never continues a stale one by accident."""
+    out = profile.stage_dir(stage)
+    out.mkdir(parents=True, exist_ok=True)
+    ck_dir = out / "checkpoints"
+    last = last_checkpoint(ck_dir) if resume else None
+    if resume and last is None:
+        log(f"--resume: no checkpoint in {ck_dir}; starting from scratch")
+    if not resume and ck_dir.exists():
+        shutil.rmtree(ck_dir)
+    return out, ck_dir, last

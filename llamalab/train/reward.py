@@ -9,7 +9,6 @@ rejected) and mean margin on held-out pairs. Writes ``runs/<profile>/reward/``: 
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -119,12 +118,7 @@ def train_reward(profile: Profile, *, resume: bool = False, data: str | Path | N
     fp = common.fingerprint(profile, "reward", [data_file], upstream=["sft"])
     if not retrain and not resume and (done := common.reusable(profile, "reward", fp)):
         return done
-    out = profile.stage_dir("reward")
-    out.mkdir(parents=True, exist_ok=True)
-    ck_dir = out / "checkpoints"
-    last = common.last_checkpoint(ck_dir) if resume else None
-    if not resume and ck_dir.exists():
-        shutil.rmtree(ck_dir)
+    out, ck_dir, last = common.stage_checkpoints(profile, "reward", resume)
     dtype, why = common.train_dtype(profile)
     model = AutoModelForSequenceClassification.from_pretrained(base_dir, num_labels=1, dtype=dtype)
     tok = models.prepare_tokenizer(AutoTokenizer.from_pretrained(base_dir), model)

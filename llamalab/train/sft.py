@@ -9,7 +9,6 @@ conversational prompt/completion pair so the loss is on the assistant's answer o
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -101,14 +100,7 @@ def train_sft(profile: Profile, *, resume: bool = False, data: str | Path | None
     fp = common.fingerprint(profile, "sft", [data_file])
     if not retrain and not resume and (done := common.reusable(profile, "sft", fp)):
         return done
-    out = profile.stage_dir("sft")
-    out.mkdir(parents=True, exist_ok=True)
-    ck_dir = out / "checkpoints"
-    last = common.last_checkpoint(ck_dir) if resume else None
-    if resume and last is None:
-        common.log(f"--resume: no checkpoint in {ck_dir}; starting from scratch")
-    if not resume and ck_dir.exists():
-        shutil.rmtree(ck_dir)
+    out, ck_dir, last = common.stage_checkpoints(profile, "sft", resume)
     dtype, why = common.train_dtype(profile)
     model, tok = models.load_model(profile.model.spec, dtype=str(dtype).replace("torch.", ""),
                                    quantization=profile.model.quantization,
