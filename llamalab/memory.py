@@ -68,10 +68,13 @@ def kv_cache(s: Shape, batch: int, seq: int, kv_bytes: float = 2.0) -> float:
 
 def stage_plan(s: Shape, stage: str, *, weights: str = "bfloat16", lora_r: int = 16, batch: int = 8,
                seq: int = 512, checkpointing: bool = True, response: int = 96,
-               value: str = "full") -> dict[str, Any]:
+               value: str = "full", critic_weights: str | None = None) -> dict[str, Any]:
     """GiB per component for ``stage`` in {"sft", "reward", "ppo"}. ``value``: "lora" (value model =
-    reward model + LoRA, frozen base), "full" (all value weights trained)."""
+    reward model + LoRA, frozen base), "full" (all value weights trained). ``critic_weights``: the
+    precision of PPO's reward model and frozen value base (default: ``weights``; "4bit" is
+    ``rl.critic_quantization``)."""
     wb = BYTES[weights]
+    cb = BYTES[critic_weights or weights]
     lora = lora_params(s, lora_r)
     act_b = 4.0 if weights == "float32" else 2.0
     row: dict[str, float] = {"weights": s.params * wb, "lora (fp32)": lora * 4, "gradients": lora * 4,
@@ -82,13 +85,15 @@ def stage_plan(s: Shape, stage: str, *, weights: str = "bfloat16", lora_r: int =
         row["logits"] = logits(s, n, seq) if stage == "sft" else 0.0
     elif stage == "ppo":
         full = seq + response
-        row["reward model weights"] = s.params * wb
+        row["reward model weights"] = s.params * cb
         if value == "full":
+            if critic_weights and critic_weights != weights:
+                raise ValueError("a quantized value model cannot be trained in full: use value='lora'")
             row["value model weights"] = s.params * wb
             row["gradients"] += s.params * 4
             row["adam state"] += s.params * 8
         else:
-            row["value model weights"] = s.params * wb
+            row["value model weights"] = s.params * cb
             row["lora (fp32)"] += lora * 4
             row["gradients"] += lora * 4
             row["adam state"] += lora * 8
@@ -113,16 +118,18 @@ def profile_plan(profile, shape: Shape) -> list[dict[str, Any]]:
     weights = quant or dtype
     r = int(ex.get("lora", {}).get("r", 16))
     rows = []
+    rl = ex.get("rl", {})
     for stage in ("sft", "reward", "ppo"):
         sec = ex.get(stage, {})
         batch = int(sec.get("per_device_train_batch_size", 8))
         seq = int(sec.get("max_length", 512) or 512) if stage != "ppo" else 256
         ckpt = bool(sec.get("gradient_checkpointing", False))
+        critic = rl.get("critic_quantization") if stage == "ppo" else None
         plan = stage_plan(s=shape, stage=stage, weights=weights, lora_r=r, batch=batch, seq=seq,
                           checkpointing=ckpt, response=int(sec.get("response_length", 96)),
-                          value=ex.get("rl", {}).get("value", "full"))
-        rows.append({"stage": stage, "precision": weights, "batch": batch, "seq": seq,
-                     "grad ckpt": ckpt, **plan})
+                          value=rl.get("value", "full"), critic_weights=critic)
+        precision = f"{weights} (reward/value base {critic})" if critic else weights
+        rows.append({"stage": stage, "precision": precision, "batch": batch, "seq": seq, "grad ckpt": ckpt, **plan})
     return rows
 
 

@@ -359,6 +359,25 @@ def hf_token() -> str | None:
     return None
 
 
+QUANTIZATIONS = ("8bit", "4bit")
+
+
+def quantization_config(quantization: str, device: str):
+    """bitsandbytes config for ``"8bit"`` or ``"4bit"`` (NF4, double quantization, bf16 compute)."""
+    import torch
+
+    if quantization not in QUANTIZATIONS:
+        raise ModelError(f"quantization={quantization!r}: expected one of {list(QUANTIZATIONS)}")
+    if device != "cuda":
+        raise ModelError(f"quantization={quantization!r} needs a CUDA GPU (bitsandbytes); this is {device}")
+    from transformers import BitsAndBytesConfig
+
+    if quantization == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16,
+                              bnb_4bit_use_double_quant=True)
+
+
 def load_model(
     spec: str = "default",
     *,
@@ -376,7 +395,6 @@ def load_model(
       bitsandbytes, ``device_map="auto"``.
     - ``adapter``: a PEFT adapter directory applied on top (not merged).
     """
-    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     kind, where = resolve_spec(spec)
@@ -401,15 +419,7 @@ def load_model(
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
     if quantization:
-        if device != "cuda":
-            raise ModelError(f"quantization={quantization!r} needs a CUDA GPU (bitsandbytes); this is {device}")
-        from transformers import BitsAndBytesConfig
-
-        kwargs["quantization_config"] = (
-            BitsAndBytesConfig(load_in_8bit=True) if quantization == "8bit"
-            else BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
-                                    bnb_4bit_compute_dtype=torch.bfloat16, bnb_4bit_use_double_quant=True)
-        )
+        kwargs["quantization_config"] = quantization_config(quantization, device)
     if device == "cuda":
         kwargs["device_map"] = "auto"
     if kind == "hub" and (token := hf_token()):

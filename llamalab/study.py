@@ -179,6 +179,9 @@ def _fmt(x: Any) -> str:
     return "n/a" if x is None or x != x else f"{x:.2f}"
 
 
+KL_TARGET = 10.0  # nats per sequence: the most an RL policy may drift from SFT (issue 5's acceptance)
+
+
 def conclusions(df, heldout: dict[str, Any] | None = None,
                 pairs: list[tuple[str, str]] | None = None) -> list[str]:
     """Sentences computed from the table: each compares a model with the one it was trained from
@@ -218,10 +221,17 @@ def conclusions(df, heldout: dict[str, Any] | None = None,
             if label == "sft" or not sft:
                 continue
             verdict = "rose" if p["mean_score"] > sft["mean_score"] else "did NOT rise"
+            gain = p.get("gain_in_sft_std")
+            met = gain is not None and gain >= 0.5 and p["mean_kl"] <= KL_TARGET
+            within = p.get("gain_in_sft_within_task_std")
             out.append(
                 f"On {heldout['n_prompts']} held-out prompts, {label}'s mean reward-model score {verdict} over SFT's "
-                f"({_fmt(sft['mean_score'])} -> {_fmt(p['mean_score'])}, {_fmt(p['gain_in_sft_std'])} SFT standard "
-                f"deviations; acceptance needs >= 0.5) at a mean KL to SFT of {_fmt(p['mean_kl'])} nats per sequence.")
+                f"({_fmt(sft['mean_score'])} -> {_fmt(p['mean_score'])}: {_fmt(gain)}"
+                + (f" ± {_fmt(p['gain_se_in_sft_std'])}" if p.get("gain_se_in_sft_std") is not None else "")
+                + " SFT standard deviations"
+                + (f", {_fmt(within)} within-task standard deviations" if within is not None else "")
+                + f") at a mean KL to SFT of {_fmt(p['mean_kl'])} nats per sequence; the target (>= 0.5 SFT standard "
+                f"deviations at KL <= {KL_TARGET:g} nats) was {'met' if met else 'NOT met'}.")
     return out
 
 

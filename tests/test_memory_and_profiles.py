@@ -63,6 +63,33 @@ def test_a100_profile_is_the_gpu_path():
     assert prof.extra["rl"]["value"] == "lora"
     plan = memory.profile_plan(prof, _shape("LLaMA-7B"))
     assert all(row["fits A100 80GB"] for row in plan)
+    assert [row["fits A100 40GB"] for row in plan] == [True, True, False]  # three bf16 7B models in PPO
+    prof.extra["rl"]["critic_quantization"] = "4bit"
+    plan40 = memory.profile_plan(prof, _shape("LLaMA-7B"))
+    assert all(row["fits A100 40GB"] for row in plan40)
+    assert plan40[2]["reward model weights"] < plan[2]["reward model weights"] / 3
+    assert "4bit" in plan40[2]["precision"] and plan40[:2] == plan[:2]
+
+
+def test_rl_options_are_checked(tmp_path):
+    import yaml
+
+    from llamalab.config import ConfigError
+    from llamalab.models import ModelError, quantization_config
+    from llamalab.train.ppo import rl_options
+
+    base = (config.paths.configs_dir() / "smoke.yaml").read_text()
+    for rl, msg in [({"critic_quantization": "4bit", "value": "full"}, "needs rl.value: lora"),
+                    ({"critic_quantization": "3bit", "value": "lora"}, "rl.critic_quantization: '3bit'"),
+                    ({"value": "half"}, "rl.value"), ({"valu": "lora"}, "rl.valu: unknown key")]:
+        path = tmp_path / "p.yaml"
+        path.write_text(base + "\n" + yaml.safe_dump({"rl": rl}))
+        with pytest.raises(ConfigError, match=msg) as info:
+            rl_options(config.load_profile(path))
+        assert str(path) in str(info.value)
+    assert rl_options(config.load_profile("a100")) == {"value": "lora", "critic_quantization": None, "tasks": None}
+    with pytest.raises(ModelError, match="needs a CUDA GPU"):
+        quantization_config("4bit", "cpu")
 
 
 def test_quantization_needs_cuda():

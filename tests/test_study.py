@@ -1,5 +1,7 @@
 """The before/after conclusion is computed from the numbers and says when a stage made things worse."""
 
+import statistics
+
 import pandas as pd
 import pytest
 
@@ -25,7 +27,26 @@ def test_heldout_sentence_states_the_acceptance():
         "sft": {"mean_score": 1.0, "std_score": 2.0, "mean_kl": 0.0, "gain_in_sft_std": 0.0},
         "ppo": {"mean_score": 2.5, "std_score": 2.0, "mean_kl": 3.2, "gain_in_sft_std": 0.75}}}
     lines = study.conclusions(_table(), heldout, pairs=[("base", "sft")])
-    assert "ppo's mean reward-model score rose over SFT's (1.00 -> 2.50, 0.75 SFT standard deviations" in lines[-1]
+    assert "ppo's mean reward-model score rose over SFT's (1.00 -> 2.50: 0.75 SFT standard deviations" in lines[-1]
+    assert lines[-1].endswith("was met.")
+    heldout["policies"]["ppo"]["gain_se_in_sft_std"] = 0.125
+    assert "(1.00 -> 2.50: 0.75 ± 0.12 SFT standard deviations" in study.conclusions(_table(), heldout)[-1]
+    heldout["policies"]["ppo"]["mean_kl"] = 12.0  # past the KL budget: the same gain no longer counts
+    assert study.conclusions(_table(), heldout, pairs=[("base", "sft")])[-1].endswith("was NOT met.")
+    heldout["policies"]["ppo"].update(mean_kl=3.2, mean_score=1.5, gain_in_sft_std=0.25)
+    line = study.conclusions(_table(), heldout, pairs=[("base", "sft")])[-1]
+    assert "rose" in line and line.endswith("was NOT met.")
+
+
+def test_within_task_spread_removes_the_gap_between_tasks():
+    from llamalab.train.heldout import by_task, within_task_std
+
+    tasks = ["sql", "sql", "joke", "joke"]
+    scores = [1.0, 3.0, -4.0, -2.0]  # each task +-1 around its mean; the tasks 5 apart
+    assert within_task_std(tasks, scores) == pytest.approx(1.0)
+    assert statistics.pstdev(scores) > 2.5
+    table = by_task(tasks, scores, [0.0, 2.0, 4.0, 4.0])
+    assert table["sql"] == {"n": 2, "mean_score": 2.0, "mean_kl": 1.0} and table["joke"]["mean_score"] == -3.0
 
 
 def test_degenerate_detection():

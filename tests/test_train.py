@@ -76,6 +76,22 @@ def test_unknown_trl_key_names_profile_file_and_key(tmp_path, runs):
         train_sft(prof)
 
 
+def test_rl_tasks_choose_the_training_prompts_and_leave_held_out_whole(tmp_path, runs):
+    from llamalab.train.ppo import load_prompts
+
+    prof = _tiny_profile(tmp_path)
+    prof.extra["data"] = {"ppo_train": None, "ppo_heldout": None}
+    every, held = load_prompts(prof), load_prompts(prof, heldout=True)
+    prof.extra["rl"] = {"tasks": ["sql", "joke"]}
+    some = load_prompts(prof)
+    assert {r["task"] for r in some} == {"sql", "joke"} and {r["task"] for r in every} > {"sql", "joke"}
+    assert some == [r for r in every if r["task"] in ("sql", "joke")]
+    assert load_prompts(prof, heldout=True) == held
+    prof.extra["rl"]["tasks"] = ["sql", "poems"]
+    with pytest.raises(config.ConfigError, match=r"tinyprof.yaml: rl.tasks: .*'poems'"):
+        load_prompts(prof)
+
+
 def test_same_seed_gives_same_metrics(tmp_path, runs):
     from llamalab.train.sft import train_sft
 
@@ -92,3 +108,20 @@ def test_same_seed_gives_same_metrics(tmp_path, runs):
     info = json.loads((out / "run_info.json").read_text())
     assert info["world_size"] == 1 and info["config"]["sft"]["seed"] == 0
     assert (out / "adapter" / "adapter_config.json").is_file() and (out / "merged" / "config.json").is_file()
+
+
+def test_fingerprint_follows_the_inputs_each_stage_reads(tmp_path, runs):
+    from llamalab.train.common import fingerprint
+
+    prof = _tiny_profile(tmp_path)
+    data = tmp_path / "d.jsonl"
+    data.write_text("a\n")
+    before = {s: fingerprint(prof, s, [data]) for s in ("sft", "reward", "ppo", "rloo")}
+    prof.extra["rl"] = {"tasks": ["sql"]}  # read by online RL only
+    after = {s: fingerprint(prof, s, [data]) for s in before}
+    assert [before[s] == after[s] for s in before] == [True, True, False, False]
+    prof.extra["lora"]["r"] = 4  # read by every stage
+    assert all(fingerprint(prof, s, [data]) != after[s] for s in before)
+    changed = fingerprint(prof, "sft", [data])
+    data.write_text("b\n")  # the data's contents count, not only its name
+    assert fingerprint(prof, "sft", [data]) != changed

@@ -78,6 +78,10 @@ def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
+def local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
 def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
@@ -185,13 +189,16 @@ def _file_sha(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
+RL_SECTIONS = {"ppo": ("rl",), "rloo": ("rl",)}  # sections only online RL reads (SFT/reward keep their reuse)
+
+
 def fingerprint(profile: Profile, stage: str, data_files: list[Path], upstream: list[str] = ()) -> str:
     """A digest of everything a stage's result depends on: its profile sections, the model spec, the
     data files' contents and the upstream stages' fingerprints. Equal fingerprint = same inputs."""
     import hashlib
 
     parts = {"stage": stage, "model": profile.model.spec, "dtype": profile.model.dtype,
-             "sections": {k: profile.extra.get(k) for k in (stage, "lora", "data")},
+             "sections": {k: profile.extra.get(k) for k in (stage, "lora", "data", *RL_SECTIONS.get(stage, ()))},
              "data": {str(Path(f).name): _file_sha(f) for f in data_files},
              "upstream": {u: read_fingerprint(profile, u) for u in upstream}}
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]

@@ -8,6 +8,7 @@ to the reference (the SFT model) is estimated per sequence as the sum over respo
 
 from __future__ import annotations
 
+import math
 import statistics
 from pathlib import Path
 from typing import Any
@@ -112,7 +113,37 @@ def evaluate_policies(profile: Profile, policies: dict[str, Path], *, limit: int
             "samples": [{"prompt": s["prompt"][-1]["content"][-200:], "response": s["text"], "score": sc, "kl": k}
                         for s, sc, k in zip(samples, scores, kls, strict=True)],
         }
-    base = report["policies"]["sft"]
+    tasks = [r.get("task") or "other" for r in rows]
     for p in report["policies"].values():
-        p["gain_in_sft_std"] = (p["mean_score"] - base["mean_score"]) / base["std_score"] if base["std_score"] else None
+        p["by_task"] = by_task(tasks, [s["score"] for s in p["samples"]], [s["kl"] for s in p["samples"]])
+    base = report["policies"]["sft"]
+    within = within_task_std(tasks, [s["score"] for s in base["samples"]])
+    report["sft_within_task_std"] = within
+    for p in report["policies"].values():
+        gain = p["mean_score"] - base["mean_score"]
+        p["gain_in_sft_std"] = gain / base["std_score"] if base["std_score"] else None
+        p["gain_in_sft_within_task_std"] = gain / within if within else None
+        diffs = [a["score"] - b["score"] for a, b in zip(p["samples"], base["samples"], strict=True)]
+        # paired over the same prompts: the standard error of the gain, in SFT standard deviations
+        se = statistics.stdev(diffs) / math.sqrt(len(diffs)) if len(diffs) > 1 else None
+        p["gain_se_in_sft_std"] = se / base["std_score"] if se is not None and base["std_score"] else None
     return report
+
+
+def by_task(tasks: list[str], scores: list[float], kls: list[float]) -> dict[str, dict[str, float]]:
+    """Mean score and KL per task: where the reward moved, and where it had no room to."""
+    out = {}
+    for t in sorted(set(tasks)):
+        idx = [i for i, x in enumerate(tasks) if x == t]
+        out[t] = {"n": len(idx), "mean_score": statistics.fmean(scores[i] for i in idx),
+                  "mean_kl": statistics.fmean(kls[i] for i in idx)}
+    return out
+
+
+def within_task_std(tasks: list[str], scores: list[float]) -> float | None:
+    """The standard deviation of scores around their own task's mean (pooled over tasks). The plain
+    standard deviation of a mixed prompt set is mostly the gap between tasks (the reward model's
+    scale differs by task), which no policy change within a task can move."""
+    means = {t: statistics.fmean(s for s, x in zip(scores, tasks, strict=True) if x == t) for t in set(tasks)}
+    resid = [s - means[t] for s, t in zip(scores, tasks, strict=True)]
+    return math.sqrt(statistics.fmean(r * r for r in resid)) if resid else None

@@ -42,6 +42,8 @@ def load_prompts(profile: Profile, path: str | Path | None = None, *, heldout: b
 
     default = HELDOUT_PROMPTS if heldout else DEFAULT_PROMPTS
     rows = load_ppo_prompts(Path(path) if path else paths.data_dir() / default)
+    if not heldout and (tasks := rl_options(profile)["tasks"]):
+        rows = [r for r in rows if r.get("task") in tasks]
     n = common.section(profile, "data").get("ppo_heldout" if heldout else "ppo_train")
     return rows[:n] if n else rows
 
@@ -161,22 +163,61 @@ def value_with_lora(profile: Profile, value):
     return value
 
 
+RL_KEYS = {"value": ("full", "lora"), "critic_quantization": (None, *models.QUANTIZATIONS), "tasks": None}
+
+
+def rl_options(profile: Profile) -> dict[str, Any]:
+    """The profile's ``rl`` section, checked.
+
+    - ``value``: "full" (every value weight trained) or "lora" (frozen base + LoRA).
+    - ``critic_quantization``: null, "8bit" or "4bit": the reward model and the value model's frozen
+      base loaded through bitsandbytes, so that a 7B policy with a 7B critic fits a 40 GB card;
+      needs ``value: lora``, as a quantized base cannot be trained.
+    - ``tasks``: which tasks' prompts PPO and RLOO train on (null = all; held-out evaluation always
+      keeps every task). The cpu profile leaves out clickbait: its reward model scores "yes" and
+      "no" alike (it learned the answer format, not the label), so those prompts carry no signal.
+    """
+    from ..config import ConfigError
+    from ..trainsets import TASKS
+
+    opts = {"value": "full", "critic_quantization": None, "tasks": None, **common.section(profile, "rl")}
+    for key, val in opts.items():
+        if key not in RL_KEYS:
+            raise ConfigError(f"{profile.path}: rl.{key}: unknown key (known: {', '.join(RL_KEYS)})")
+        if RL_KEYS[key] is not None and val not in RL_KEYS[key]:
+            raise ConfigError(f"{profile.path}: rl.{key}: {val!r} is not one of {list(RL_KEYS[key])}")
+    tasks = opts["tasks"]
+    if tasks is not None and (not isinstance(tasks, list) or not tasks or any(t not in TASKS for t in tasks)):
+        raise ConfigError(f"{profile.path}: rl.tasks: expected null or a non-empty list drawn from {list(TASKS)}, "
+                          f"got {tasks!r}")
+    if opts["critic_quantization"] and opts["value"] != "lora":
+        raise ConfigError(f"{profile.path}: rl.critic_quantization needs rl.value: lora "
+                          "(a quantized base cannot be fine-tuned)")
+    return opts
+
+
 def load_stack(profile: Profile, dtype=None):
     """(policy, value, reward, tokenizer) for PPO/RLOO from the earlier stages' directories."""
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
+    opts = rl_options(profile)
     sft_dir = common.require_stage(profile, "sft")
     rm_dir = common.require_stage(profile, "reward")
     if dtype is None:
         dtype = rl_dtype()
+    critic_kwargs: dict[str, Any] = {"num_labels": 1, "dtype": dtype}
+    if opts["critic_quantization"]:
+        critic_kwargs["quantization_config"] = models.quantization_config(opts["critic_quantization"],
+                                                                          models.pick_device(None))
+        critic_kwargs["device_map"] = {"": common.local_rank()}  # this process's GPU under accelerate
     policy = AutoModelForCausalLM.from_pretrained(sft_dir, dtype=dtype)
     tok = models.prepare_tokenizer(AutoTokenizer.from_pretrained(sft_dir), policy)
-    value = AutoModelForSequenceClassification.from_pretrained(rm_dir, num_labels=1, dtype=dtype)
-    reward = AutoModelForSequenceClassification.from_pretrained(rm_dir, num_labels=1, dtype=dtype)
+    value = AutoModelForSequenceClassification.from_pretrained(rm_dir, **critic_kwargs)
+    reward = AutoModelForSequenceClassification.from_pretrained(rm_dir, **critic_kwargs)
     for m in (value, reward):
         m.config.pad_token_id = tok.pad_token_id
     reward.eval()
-    if common.section(profile, "rl").get("value", "full") == "lora":
+    if opts["value"] == "lora":
         value_with_lora(profile, value)
     return policy, value, reward, tok, sft_dir, rm_dir
 
