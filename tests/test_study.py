@@ -39,12 +39,14 @@ def test_heldout_sentence_states_the_acceptance():
 
 
 def test_within_task_spread_removes_the_gap_between_tasks():
-    from llamalab.train.heldout import by_task, within_task_std
+    from llamalab.train.heldout import by_task, paired_se, within_task_std
 
     tasks = ["sql", "sql", "joke", "joke"]
     scores = [1.0, 3.0, -4.0, -2.0]  # each task +-1 around its mean; the tasks 5 apart
     assert within_task_std(tasks, scores) == pytest.approx(1.0)
     assert statistics.pstdev(scores) > 2.5
+    assert paired_se([s + 0.5 for s in scores], scores) == pytest.approx(0.0)  # same gain on every prompt
+    assert paired_se([3.0, 3.0, -4.0, -2.0], scores) == pytest.approx(0.5)  # gains 2, 0, 0, 0
     table = by_task(tasks, scores, [0.0, 2.0, 4.0, 4.0])
     assert table["sql"] == {"n": 2, "mean_score": 2.0, "mean_kl": 1.0} and table["joke"]["mean_score"] == -3.0
 

@@ -123,11 +123,16 @@ def evaluate_policies(profile: Profile, policies: dict[str, Path], *, limit: int
         gain = p["mean_score"] - base["mean_score"]
         p["gain_in_sft_std"] = gain / base["std_score"] if base["std_score"] else None
         p["gain_in_sft_within_task_std"] = gain / within if within else None
-        diffs = [a["score"] - b["score"] for a, b in zip(p["samples"], base["samples"], strict=True)]
-        # paired over the same prompts: the standard error of the gain, in SFT standard deviations
-        se = statistics.stdev(diffs) / math.sqrt(len(diffs)) if len(diffs) > 1 else None
+        se = paired_se([s["score"] for s in p["samples"]], [s["score"] for s in base["samples"]])
         p["gain_se_in_sft_std"] = se / base["std_score"] if se is not None and base["std_score"] else None
     return report
+
+
+def paired_se(scores: list[float], base_scores: list[float]) -> float | None:
+    """Standard error of the mean gain over the same prompts (paired: the gap between tasks, which
+    both policies share, cancels)."""
+    diffs = [a - b for a, b in zip(scores, base_scores, strict=True)]
+    return statistics.stdev(diffs) / math.sqrt(len(diffs)) if len(diffs) > 1 else None
 
 
 def by_task(tasks: list[str], scores: list[float], kls: list[float]) -> dict[str, dict[str, float]]:
