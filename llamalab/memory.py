@@ -117,17 +117,19 @@ def profile_plan(profile, shape: Shape) -> list[dict[str, Any]]:
     dtype = profile.model.dtype if profile.model.dtype != "auto" else "bfloat16"
     weights = quant or dtype
     r = int(ex.get("lora", {}).get("r", 16))
+    from .train.ppo import rl_options
+
     rows = []
-    rl = ex.get("rl", {})
+    rl = rl_options(profile)
     for stage in ("sft", "reward", "ppo"):
         sec = ex.get(stage, {})
         batch = int(sec.get("per_device_train_batch_size", 8))
         seq = int(sec.get("max_length", 512) or 512) if stage != "ppo" else 256
         ckpt = bool(sec.get("gradient_checkpointing", False))
-        critic = rl.get("critic_quantization") if stage == "ppo" else None
+        critic = rl["critic_quantization"] if stage == "ppo" else None
         plan = stage_plan(s=shape, stage=stage, weights=weights, lora_r=r, batch=batch, seq=seq,
                           checkpointing=ckpt, response=int(sec.get("response_length", 96)),
-                          value=rl.get("value", "full"), critic_weights=critic)
+                          value=rl["value"], critic_weights=critic)
         precision = f"{weights} (reward/value base {critic})" if critic else weights
         rows.append({"stage": stage, "precision": precision, "batch": batch, "seq": seq, "grad ckpt": ckpt, **plan})
     return rows

@@ -17,7 +17,7 @@ def _layout(d: Path) -> set[str]:
     return {p.name for p in d.iterdir() if not p.name.startswith(".")}
 
 
-def test_two_process_sft_with_accelerate(tmp_path):
+def test_two_process_sft_with_torch_launcher(tmp_path):
     env = {**os.environ, "LLAMALAB_RUNS": str(tmp_path / "runs"), "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "llamalab", "train",
            "sft", "--profile", "smoke"]
