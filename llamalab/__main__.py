@@ -194,7 +194,13 @@ def main(argv: list[str] | None = None) -> int:
     from .data import DataError
     from .models import ModelError
 
+    argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
+    if args.func is _cmd_train:
+        from . import launch
+
+        if n := launch.accelerate_cpu_processes():  # `accelerate launch --cpu --num_processes N`, no mpirun
+            return launch.relaunch(n, argv)
     try:
         return args.func(args)
     except (ConfigError, DataError, ModelError, ValueError, FileNotFoundError) as exc:
