@@ -16,8 +16,8 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-RELAUNCHED = "LLAMALAB_RELAUNCHED"
-# Set by torchrun (WORLD_SIZE) or by an MPI launcher: the job is already distributed.
+# Set by torchrun (WORLD_SIZE, also in our own relaunched processes) or by an MPI launcher: the job is
+# already distributed.
 DISTRIBUTED_ENV = ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
 
 
@@ -47,7 +47,7 @@ def accelerate_cpu_processes(env: Mapping[str, str] | None = None,
     """N when this process is the lone child of ``accelerate launch --cpu --num_processes N`` (N > 1)
     without mpirun; None otherwise."""
     env = os.environ if env is None else env
-    if env.get(RELAUNCHED) or str(env.get("ACCELERATE_USE_CPU", "")).lower() not in ("true", "1", "yes"):
+    if str(env.get("ACCELERATE_USE_CPU", "")).lower() not in ("true", "1", "yes"):
         return None
     if any(key in env for key in DISTRIBUTED_ENV):
         return None
@@ -76,4 +76,4 @@ def relaunch(n: int, argv: Sequence[str]) -> int:
     cmd = relaunch_command(n, argv, os.environ)
     print(f"llamalab: `accelerate launch --cpu --num_processes {n}` starts one process without mpirun; "
           f"starting {n} processes through torch.distributed.run (DDP over gloo)", file=sys.stderr, flush=True)
-    return subprocess.run(cmd, env={**os.environ, RELAUNCHED: "1"}).returncode
+    return subprocess.run(cmd).returncode

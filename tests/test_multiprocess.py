@@ -31,9 +31,8 @@ CPU_ENV = {"ACCELERATE_USE_CPU": "True", "MASTER_ADDR": "127.0.0.1", "MASTER_POR
     # mpirun starts the processes itself
     (CPU_ENV, ACC + ["--cpu", "--num_processes", "2", "--mpirun_hostfile", "hosts", "-m", "llamalab", "train",
                      "sft"], None),
-    # already one of torchrun's (or our own relaunch's) processes
+    # already one of torchrun's processes (our own relaunch included)
     ({**CPU_ENV, "WORLD_SIZE": "2"}, ACC + ["--cpu", "--num_processes", "2", "-m", "llamalab"], None),
-    ({**CPU_ENV, launch.RELAUNCHED: "1"}, ACC + ["--cpu", "--num_processes", "2", "-m", "llamalab"], None),
     # not a CPU launch, or not started by accelerate at all
     ({"MASTER_ADDR": "127.0.0.1"}, ACC + ["--num_processes", "2", "-m", "llamalab"], None),
     (CPU_ENV, ["/usr/bin/python3", "-m", "llamalab", "train", "sft"], None),
@@ -58,7 +57,6 @@ def test_two_process_sft_with_accelerate_launch_cpu(tmp_path):
     accelerate = Path(sys.executable).with_name("accelerate")
     assert accelerate.is_file(), f"accelerate's console script is missing beside {sys.executable}"
     env = {**os.environ, "LLAMALAB_RUNS": str(tmp_path / "runs"), "OMP_NUM_THREADS": "1"}
-    env.pop(launch.RELAUNCHED, None)
     cmd = [str(accelerate), "launch", "--cpu", "--num_processes", "2", "-m", "llamalab", "train", "sft",
            "--profile", "smoke"]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1200)
