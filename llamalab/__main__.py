@@ -64,7 +64,8 @@ def _cmd_bench(args) -> int:
     elif args.what == "gpu":
         from .gpubench import bench_gpu
 
-        bench_gpu(tiny=args.tiny)
+        bench_gpu(tiny=args.tiny, smoke_chain=not args.no_smoke_chain, tokenizer=args.tokenizer,
+                  json_path=args.json)
     return 0
 
 
@@ -161,6 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="benchmarks that print measured figures beside their baseline")
     b.add_argument("what", choices=["generate", "probes", "train", "ppo", "gpu"])
     b.add_argument("--tiny", action="store_true", help="gpu: a small config, to check the code path on CPU")
+    b.add_argument("--no-smoke-chain", action="store_true", help="gpu: skip the default model's smoke chain")
+    b.add_argument("--tokenizer", help="gpu: tokenizer directory for the 7B-shaped model (default: the default model's)")
+    b.add_argument("--json", help="gpu: also write the report to this JSON file")
     b.add_argument("--profile", help="train/ppo: the profile whose settings (and, for ppo, stages) to use")
     b.add_argument("--model", default="default")
     b.add_argument("--new-tokens", type=int, default=64)

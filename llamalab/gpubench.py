@@ -3,21 +3,32 @@
 1. A LLaMA-7B-shaped model (the published 7B configuration, with the default tokenizer's vocabulary
    so real text can be tokenized) with random weights in bf16: a few LoRA SFT steps, reward-model
    steps and one PPO update with rollout (TRL's PPOTrainer: policy + LoRA, value = reward + LoRA).
-   Prints tokens/s, model-FLOPs utilisation and peak memory per stage, and generation tokens/s at
-   batch 1 and 32.
-2. The smoke chain (SFT -> reward -> PPO) of the default model on the GPU.
+   Prints tokens/s, model-FLOPs utilisation and peak memory per stage beside the memory plan's
+   estimate for the same shape and batch (``llamalab.memory``), and generation tokens/s at batch 1
+   and 32.
+2. The smoke chain (SFT -> reward -> PPO) of the default model on the GPU, then PPO once more with
+   ``rl.critic_quantization: 4bit`` (reward model and value base through bitsandbytes) when
+   bitsandbytes is installed.
 
 FLOPs per trained token: ``4 * N`` for LoRA training with a frozen base (forward ``2N``, backward
 through activations ``2N``; the frozen weights' gradients are never computed), plus attention
 ``6 * L * s * h``. ``--tiny`` runs every part on a small config (CPU, for tests of the code path).
+
+A stage that fails is reported with its error and the next stage still runs: one run on a borrowed
+GPU should bring back every figure it can.
 """
 
 from __future__ import annotations
 
+import json
+import sys
 import time
+import traceback
+from pathlib import Path
 from typing import Any
 
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}  # dense bf16, per the vendors' data sheets
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
 def _peak(device_name: str) -> float | None:
@@ -53,111 +64,102 @@ def _peak_gib(reset: bool = False) -> float | None:
     return round(peak, 1)
 
 
-def bench_gpu(tiny: bool = False, steps: int = 4, batch: int = 8, seq: int = 512,
-              smoke_chain: bool = True) -> dict[str, Any]:
+def _free():
+    import gc
+
     import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import LlamaForCausalLM, LlamaForSequenceClassification
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def _run_stage(report: dict[str, Any], key: str, name: str, fn) -> None:
+    """``report[key][name] = fn()``; a failure is recorded as ``{"error": ...}`` and printed, not raised."""
+    t0 = time.perf_counter()
+    try:
+        report[key][name] = fn()
+    except Exception as exc:  # noqa: BLE001 - every stage's figure or its error, in one run
+        traceback.print_exc(file=sys.stderr)
+        report[key][name] = {"error": f"{type(exc).__name__}: {exc}"[:500]}
+    finally:
+        _free()
+    report[key][name]["wall_s"] = round(time.perf_counter() - t0, 1)
+    print(f"[bench gpu] {name}: " + "  ".join(f"{k}={v}" for k, v in report[key][name].items()), flush=True)
+
+
+def bench_gpu(tiny: bool = False, steps: int = 4, batch: int = 8, seq: int = 512, smoke_chain: bool = True,
+              tokenizer: str | None = None, json_path: str | Path | None = None) -> dict[str, Any]:
+    import torch
 
     from . import models
+    from .memory import Shape, stage_plan
 
+    t_start = time.perf_counter()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if device != "cuda" and not tiny:
         raise RuntimeError("bench gpu needs a CUDA GPU (use --tiny to exercise the code path on CPU)")
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     if tiny:
         steps, batch, seq = 2, 2, 32
-    tok = models.prepare_tokenizer(models.tiny_tokenizer() if tiny else _default_tokenizer())
+    if tokenizer:
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(tokenizer)
+    else:
+        tok = models.tiny_tokenizer() if tiny else _default_tokenizer()
+    tok = models.prepare_tokenizer(tok)
     cfg = _config(tiny, len(tok))
     name = torch.cuda.get_device_name(0) if device == "cuda" else "cpu"
     peak = _peak(name)
-    lora = LoraConfig(r=16, lora_alpha=32, target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
-                                                           "up_proj", "down_proj"])
-    report: dict[str, Any] = {"device": name, "dtype": str(dtype), "stages": {}}
-    torch.manual_seed(0)
+    with torch.device("meta"):
+        from transformers import LlamaForCausalLM
 
-    # ---- SFT steps
-    with torch.device(device):
-        model = LlamaForCausalLM(cfg).to(dtype)
-    n_params = sum(p.numel() for p in model.parameters())
+        n_params = sum(p.numel() for p in LlamaForCausalLM(cfg).parameters())
+    shape = Shape.from_config(cfg, n_params)
     flops_per_token = 4 * n_params + 6 * cfg.num_hidden_layers * seq * cfg.hidden_size
-    _peak_gib(reset=True)
-    pm = get_peft_model(model, lora)
-    pm.gradient_checkpointing_enable()
-    pm.enable_input_require_grads()
-    opt = torch.optim.AdamW([p for p in pm.parameters() if p.requires_grad], lr=1e-4)
-    ids = torch.randint(0, cfg.vocab_size, (batch, seq), device=device)
-
-    def timed_steps(fn) -> float:
-        fn()  # warm-up
-        _sync()
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            fn()
-        _sync()
-        return time.perf_counter() - t0
-
-    def sft_step():
-        loss = pm(input_ids=ids, labels=ids).loss
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-
-    secs = timed_steps(sft_step)
-    tps = steps * batch * seq / secs
-    report["stages"]["lora_sft"] = {"tokens_per_s": round(tps), "peak_gib": _peak_gib(reset=True),
-                                    "mfu": round(tps * flops_per_token / (peak * 1e12), 3) if peak else None}
-
-    # ---- generation tokens/s at batch 1 and 32 (LoRA merged away: the plain model)
-    base = pm.merge_and_unload()
-    base.gradient_checkpointing_disable()
-    base.config.use_cache = True
-    base.eval()
-    gen = {}
-    for b in (1, 32):
-        q = torch.randint(0, cfg.vocab_size, (b, 64), device=device)
-        new = 8 if tiny else 128
-        with torch.inference_mode():
-            base.generate(q, max_new_tokens=4, min_new_tokens=4, do_sample=False, pad_token_id=tok.pad_token_id)
-            _sync()
-            t0 = time.perf_counter()
-            base.generate(q, max_new_tokens=new, min_new_tokens=new, do_sample=False, pad_token_id=tok.pad_token_id)
-            _sync()
-        gen[f"batch_{b}_tokens_per_s"] = round(b * new / (time.perf_counter() - t0), 1)
-    report["stages"]["generation"] = {**gen, "peak_gib": _peak_gib(reset=True)}
-    pm = base = model = opt = None  # free before the next stage
+    report: dict[str, Any] = {"device": name, "dtype": str(dtype), "parameters": n_params, "batch": batch,
+                              "seq": seq, "flops_per_token": flops_per_token, "peak_tflops": peak,
+                              "stages": {}}
+    if device == "cuda":
+        report["torch"] = torch.__version__
+        report["gpu_memory_gib"] = round(torch.cuda.get_device_properties(0).total_memory / 1024**3, 1)
     _free()
 
-    # ---- reward-model steps (pairwise loss on chosen/rejected)
-    with torch.device(device):
-        rm = LlamaForSequenceClassification(cfg.__class__(**{**cfg.to_dict(), "num_labels": 1,
-                                                              "pad_token_id": tok.pad_token_id})).to(dtype)
-    rpm = get_peft_model(rm, LoraConfig(**{**lora.to_dict(), "task_type": "SEQ_CLS"}))
-    rpm.gradient_checkpointing_enable()
-    rpm.enable_input_require_grads()
-    ropt = torch.optim.AdamW([p for p in rpm.parameters() if p.requires_grad], lr=1e-4)
-    chosen = torch.randint(1, cfg.vocab_size, (batch, seq), device=device)
-    rejected = torch.randint(1, cfg.vocab_size, (batch, seq), device=device)
+    def mfu(tps: float) -> float | None:
+        return round(tps * flops_per_token / (peak * 1e12), 3) if peak else None
 
-    def rm_step():
-        r = rpm(input_ids=torch.cat([chosen, rejected])).logits[:, 0]
-        loss = -torch.nn.functional.logsigmoid(r[:batch] - r[batch:]).mean()
-        loss.backward()
-        ropt.step()
-        ropt.zero_grad(set_to_none=True)
+    def plan(stage: str, **kw) -> float:
+        return stage_plan(shape, stage, weights="bfloat16" if device == "cuda" else "float32", lora_r=16,
+                          checkpointing=True, **kw)["total"]
 
-    secs = timed_steps(rm_step)
-    tps = steps * 2 * batch * seq / secs
-    report["stages"]["lora_reward"] = {"tokens_per_s": round(tps), "peak_gib": _peak_gib(reset=True),
-                                       "mfu": round(tps * flops_per_token / (peak * 1e12), 3) if peak else None}
-    rpm = rm = ropt = None
-    _free()
+    def lora_steps(fn, stage: str):
+        def run():
+            out = fn(cfg, tok, device, dtype, steps, batch, seq)
+            out["mfu"] = mfu(out["tokens_per_s"])
+            out["plan_gib"] = plan(stage, batch=batch, seq=seq)
+            return out
+        return run
 
-    # ---- one PPO update with rollout (TRL), value = reward model + LoRA
-    report["stages"]["ppo_update"] = _ppo_update(cfg, tok, device, dtype, tiny)
+    _run_stage(report, "stages", "lora_sft", lora_steps(_lora_sft, "sft"))
+    _run_stage(report, "stages", "generation", lambda: _generation(cfg, tok, device, dtype, tiny))
+    _run_stage(report, "stages", "lora_reward", lora_steps(_lora_reward, "reward"))
+    ppo_batch, query, resp = (2, 64, 8) if tiny else (16, 64, 128)
+
+    def ppo():
+        out = _ppo_update(cfg, tok, device, dtype, ppo_batch, query, resp)
+        out["plan_gib"] = plan("ppo", batch=ppo_batch, seq=query, response=resp, value="lora")
+        return out
+
+    _run_stage(report, "stages", "ppo_update", ppo)
     if smoke_chain and not tiny:
-        report["smoke_chain"] = _smoke_chain()
-    _print(report, flops_per_token, n_params, peak, batch, seq)
+        report["smoke_chain"] = {}
+        _smoke_chain(report)
+    report["total_s"] = round(time.perf_counter() - t_start, 1)
+    _print(report)
+    if json_path:
+        Path(json_path).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     return report
 
 
@@ -169,17 +171,90 @@ def _default_tokenizer():
     return AutoTokenizer.from_pretrained(models.fetch_default_model())
 
 
-def _free():
-    import gc
+def _timed_steps(fn, steps: int) -> float:
+    fn()  # warm-up
+    _sync()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        fn()
+    _sync()
+    return time.perf_counter() - t0
 
+
+def _lora_model(cls, cfg, device, dtype, task_type: str | None = None):
     import torch
+    from peft import LoraConfig, get_peft_model
 
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
+    from .train.common import enable_checkpointing
+
+    with torch.device(device):
+        model = cls._from_config(cfg, dtype=dtype)
+    pm = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, target_modules=LORA_TARGETS, task_type=task_type))
+    enable_checkpointing(pm)
+    opt = torch.optim.AdamW([p for p in pm.parameters() if p.requires_grad], lr=1e-4)
+    return pm, opt
 
 
-def _ppo_update(cfg, tok, device, dtype, tiny) -> dict[str, Any]:
+def _lora_sft(cfg, tok, device, dtype, steps, batch, seq) -> dict[str, Any]:
+    import torch
+    from transformers import LlamaForCausalLM
+
+    pm, opt = _lora_model(LlamaForCausalLM, cfg, device, dtype)
+    ids = torch.randint(0, cfg.vocab_size, (batch, seq), device=device)
+
+    def step():
+        pm(input_ids=ids, labels=ids).loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    secs = _timed_steps(step, steps)
+    return {"tokens_per_s": round(steps * batch * seq / secs), "peak_gib": _peak_gib()}
+
+
+def _generation(cfg, tok, device, dtype, tiny) -> dict[str, Any]:
+    """Generation tokens/s of the plain model (KV cache on) at batch 1 and 32, 64-token prompts."""
+    import torch
+    from transformers import LlamaForCausalLM
+
+    with torch.device(device):
+        base = LlamaForCausalLM._from_config(cfg, dtype=dtype)
+    base.config.use_cache = True
+    base.eval()
+    out: dict[str, Any] = {}
+    new = 8 if tiny else 128
+    for b in (1, 32):
+        q = torch.randint(0, cfg.vocab_size, (b, 64), device=device)
+        with torch.inference_mode():
+            base.generate(q, max_new_tokens=4, min_new_tokens=4, do_sample=False, pad_token_id=tok.pad_token_id)
+            _sync()
+            t0 = time.perf_counter()
+            base.generate(q, max_new_tokens=new, min_new_tokens=new, do_sample=False, pad_token_id=tok.pad_token_id)
+            _sync()
+        out[f"batch_{b}_tokens_per_s"] = round(b * new / (time.perf_counter() - t0), 1)
+    out["peak_gib"] = _peak_gib()
+    return out
+
+
+def _lora_reward(cfg, tok, device, dtype, steps, batch, seq) -> dict[str, Any]:
+    import torch
+    from transformers import LlamaForSequenceClassification
+
+    seq_cfg = cfg.__class__(**{**cfg.to_dict(), "num_labels": 1, "pad_token_id": tok.pad_token_id})
+    pm, opt = _lora_model(LlamaForSequenceClassification, seq_cfg, device, dtype, task_type="SEQ_CLS")
+    chosen = torch.randint(1, cfg.vocab_size, (batch, seq), device=device)
+    rejected = torch.randint(1, cfg.vocab_size, (batch, seq), device=device)
+
+    def step():
+        r = pm(input_ids=torch.cat([chosen, rejected])).logits[:, 0]
+        (-torch.nn.functional.logsigmoid(r[:batch] - r[batch:]).mean()).backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    secs = _timed_steps(step, steps)
+    return {"tokens_per_s": round(steps * 2 * batch * seq / secs), "peak_gib": _peak_gib()}
+
+
+def _ppo_update(cfg, tok, device, dtype, batch, query, resp, checkpointing: bool = True) -> dict[str, Any]:
     import tempfile
 
     import torch
@@ -188,17 +263,20 @@ def _ppo_update(cfg, tok, device, dtype, tiny) -> dict[str, Any]:
     from transformers import LlamaForCausalLM, LlamaForSequenceClassification
     from trl.experimental.ppo import PPOConfig, PPOTrainer
 
-    batch, resp = (2, 8) if tiny else (16, 128)
     with torch.device(device):
-        policy = LlamaForCausalLM(cfg).to(dtype)
+        policy = LlamaForCausalLM._from_config(cfg, dtype=dtype)
         seq_cfg = cfg.__class__(**{**cfg.to_dict(), "num_labels": 1, "pad_token_id": tok.pad_token_id})
-        reward = LlamaForSequenceClassification(seq_cfg).to(dtype)
-        value = LlamaForSequenceClassification(seq_cfg).to(dtype)
-    targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+        reward = LlamaForSequenceClassification._from_config(seq_cfg, dtype=dtype)
+        value = LlamaForSequenceClassification._from_config(seq_cfg, dtype=dtype)
     value.requires_grad_(False)
-    inject_adapter_in_model(LoraConfig(r=16, target_modules=targets), value)
+    inject_adapter_in_model(LoraConfig(r=16, target_modules=LORA_TARGETS), value)
     value.score.requires_grad_(True)
-    queries = Dataset.from_dict({"input_ids": [[5 + (i % 50)] * 64 for i in range(batch)]})
+    if checkpointing:  # what llamalab.train.ppo does: TRL's PPOTrainer ignores args.gradient_checkpointing
+        from .train.common import enable_checkpointing
+
+        enable_checkpointing(policy)
+        enable_checkpointing(value)
+    queries = Dataset.from_dict({"input_ids": [[5 + (i % 50)] * query for i in range(batch)]})
     with tempfile.TemporaryDirectory() as tmp:
         args = PPOConfig(output_dir=tmp, per_device_train_batch_size=batch, total_episodes=batch,
                          num_ppo_epochs=1, num_mini_batches=1, response_length=resp, report_to=[],
@@ -207,57 +285,75 @@ def _ppo_update(cfg, tok, device, dtype, tiny) -> dict[str, Any]:
                          disable_tqdm=True, stop_token="eos")
         trainer = PPOTrainer(args=args, processing_class=tok, model=policy, ref_model=None, reward_model=reward,
                              value_model=value, train_dataset=queries, eval_dataset=queries,
-                             peft_config=LoraConfig(r=16, target_modules=targets))
+                             peft_config=LoraConfig(r=16, target_modules=LORA_TARGETS))
         _sync()
         t0 = time.perf_counter()
         trainer.train()
         _sync()
         secs = time.perf_counter() - t0
-    out = {"episodes": batch, "seconds": round(secs, 1), "episodes_per_s": round(batch / secs, 2),
-           "peak_gib": _peak_gib(reset=True)}
-    del trainer, policy, reward, value
-    _free()
-    return out
+    return {"episodes": batch, "query_tokens": query, "response_tokens": resp, "seconds": round(secs, 1),
+            "episodes_per_s": round(batch / secs, 2), "peak_gib": _peak_gib()}
 
 
-def _smoke_chain() -> dict[str, Any]:
+def _smoke_chain(report: dict[str, Any]) -> None:
+    """SFT -> reward -> PPO of the smoke profile on this device, in a temporary runs directory; then
+    PPO with a 4-bit critic (``rl.critic_quantization``) when bitsandbytes can be imported."""
+    import dataclasses
+    import importlib.util
     import os
     import tempfile
+
+    import torch
 
     from . import config
     from .train.ppo import train_ppo
     from .train.reward import train_reward
     from .train.sft import train_sft
 
+    def stage(fn, prof, extra_keys=()):
+        def run():
+            _free()
+            t0 = time.perf_counter()
+            m = fn(prof, progress=False)
+            out: dict[str, Any] = {"seconds": round(time.perf_counter() - t0, 1),
+                                   "peak_gib": m.get("peak_cuda_gib", _peak_gib())}
+            for key, getter in extra_keys:
+                out[key] = getter(m)
+            return out
+        return run
+
+    first_kl = ("first_update_kl", lambda m: (m.get("first_update") or {}).get("kl"))
     with tempfile.TemporaryDirectory() as tmp:
         old = os.environ.get("LLAMALAB_RUNS")
         os.environ["LLAMALAB_RUNS"] = tmp
         try:
             prof = config.load_profile("smoke")
-            out = {}
-            for stage, fn in (("sft", train_sft), ("reward", train_reward), ("ppo", train_ppo)):
-                t0 = time.perf_counter()
-                m = fn(prof, progress=False)
-                out[stage] = {"seconds": round(time.perf_counter() - t0, 1)}
-                if stage == "reward":
-                    out[stage]["pairwise_accuracy"] = m.get("eval_pairwise_accuracy")
-                if stage == "ppo":
-                    out[stage]["first_update_kl"] = (m.get("first_update") or {}).get("kl")
+            _run_stage(report, "smoke_chain", "sft", stage(train_sft, prof, [("eval_loss", lambda m: m.get("eval_loss"))]))
+            _run_stage(report, "smoke_chain", "reward", stage(
+                train_reward, prof, [("pairwise_accuracy", lambda m: m.get("eval_pairwise_accuracy"))]))
+            _run_stage(report, "smoke_chain", "ppo", stage(train_ppo, prof, [first_kl]))
+            if torch.cuda.is_available() and importlib.util.find_spec("bitsandbytes"):
+                q4 = dataclasses.replace(prof, extra={**prof.extra, "rl": {"value": "lora",
+                                                                          "critic_quantization": "4bit"}})
+                _run_stage(report, "smoke_chain", "ppo_4bit_critic", stage(train_ppo, q4, [first_kl]))
+            else:
+                report["smoke_chain"]["ppo_4bit_critic"] = {"skipped": "needs CUDA and bitsandbytes"}
         finally:
             if old is None:
                 os.environ.pop("LLAMALAB_RUNS", None)
             else:
                 os.environ["LLAMALAB_RUNS"] = old
-    return out
 
 
-def _print(report, flops_per_token, n_params, peak, batch, seq) -> None:
-    print(f"# bench gpu on {report['device']} ({report['dtype']}); model: LLaMA-7B shape, {n_params / 1e9:.2f}B "
-          f"parameters, random weights; batch {batch} x {seq} tokens")
-    print(f"FLOPs per trained token used for MFU: 4*N + 6*L*s*h = {flops_per_token / 1e9:.1f} GFLOP "
-          f"(peak {peak or 'unknown'} TFLOP/s dense bf16)")
+def _print(report) -> None:
+    print(f"\n# bench gpu on {report['device']} ({report['dtype']}); model: LLaMA-7B shape, "
+          f"{report['parameters'] / 1e9:.2f}B parameters, random weights; training batch {report['batch']} x "
+          f"{report['seq']} tokens, LoRA r=16 on all linear layers, gradient checkpointing")
+    print(f"FLOPs per trained token used for MFU: 4*N + 6*L*s*h = {report['flops_per_token'] / 1e9:.1f} GFLOP "
+          f"(peak {report['peak_tflops'] or 'unknown'} TFLOP/s dense bf16)")
+    print("peak_gib: measured (torch.cuda.max_memory_allocated); plan_gib: llamalab.memory.stage_plan's estimate")
     for stage, vals in report["stages"].items():
         print(f"{stage:12s} " + "  ".join(f"{k}={v}" for k, v in vals.items()))
-    if "smoke_chain" in report:
-        print("smoke chain of the default model on this GPU: " +
-              "  ".join(f"{k}: {v}" for k, v in report["smoke_chain"].items()))
+    for stage, vals in report.get("smoke_chain", {}).items():
+        print(f"smoke chain, default model, {stage:16s} " + "  ".join(f"{k}={v}" for k, v in vals.items()))
+    print(f"total {report['total_s']} s")

@@ -1,5 +1,7 @@
 """The GPU path as far as it runs on CPU: memory plans, profiles' TRL/PEFT configs, KV cache, LoRA."""
 
+import json
+
 import pytest
 
 from llamalab import anatomy, config, memory
@@ -135,17 +137,36 @@ def test_value_model_with_lora_freezes_the_base(tiny):
     assert out.logits.shape == (1, 1)
 
 
-def test_gpu_bench_code_path_runs_on_a_tiny_config(capsys):
+def test_gpu_bench_code_path_runs_on_a_tiny_config(capsys, tmp_path):
     """`bench gpu` needs CUDA for its figures; --tiny runs every stage of it on CPU."""
     from llamalab.gpubench import bench_gpu
 
-    report = bench_gpu(tiny=True, smoke_chain=False)
+    out = tmp_path / "bench.json"
+    report = bench_gpu(tiny=True, smoke_chain=False, json_path=out)
     stages = report["stages"]
+    assert {k: v["error"] for k, v in stages.items() if "error" in v} == {}
     assert stages["lora_sft"]["tokens_per_s"] > 0 and stages["lora_reward"]["tokens_per_s"] > 0
     assert stages["generation"]["batch_32_tokens_per_s"] > 0
     assert stages["ppo_update"]["episodes"] == 2
+    assert all(isinstance(stages[s]["plan_gib"], float) for s in ("lora_sft", "lora_reward", "ppo_update"))
+    assert json.loads(out.read_text())["stages"]["ppo_update"]["episodes"] == 2
     printed = capsys.readouterr().out
     assert "FLOPs per trained token used for MFU: 4*N + 6*L*s*h" in printed
+
+
+def test_gpu_bench_reports_a_failing_stage_and_goes_on(capsys):
+    """One run on a borrowed GPU must bring back every figure it can: a stage's error is recorded."""
+    from llamalab.gpubench import _run_stage
+
+    def broken():
+        raise RuntimeError("CUDA out of memory (simulated)")
+
+    report = {"stages": {}}
+    _run_stage(report, "stages", "broken", broken)
+    _run_stage(report, "stages", "fine", lambda: {"tokens_per_s": 1})
+    assert report["stages"]["broken"]["error"] == "RuntimeError: CUDA out of memory (simulated)"
+    assert report["stages"]["fine"]["tokens_per_s"] == 1
+    assert "simulated" in capsys.readouterr().err
 
 
 def test_gpu_bench_refuses_without_cuda_unless_tiny():

@@ -15,6 +15,8 @@ import pytest
 
 from llamalab import launch
 
+ROOT = Path(__file__).resolve().parents[1]
+
 SINGLE_PROCESS_LAYOUT = {"adapter", "merged", "checkpoints", "metrics.json", "run_info.json"}
 ACC = ["/venv/bin/python", "/venv/bin/accelerate", "launch"]
 CPU_ENV = {"ACCELERATE_USE_CPU": "True", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"}
@@ -70,3 +72,17 @@ def test_two_process_sft_with_accelerate_launch_cpu(tmp_path):
     assert (out / "adapter" / "adapter_model.safetensors").is_file()
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["global_step"] == 6
+
+
+@pytest.mark.parametrize("name, kind, stage", [("ddp", "MULTI_GPU", None), ("zero2", "DEEPSPEED", 2),
+                                               ("zero3", "DEEPSPEED", 3)])
+def test_accelerate_configs_load_with_accelerates_own_reader(name, kind, stage):
+    """The multi-GPU configs are read by accelerate's config class (an unknown or misspelled key is
+    a TypeError there); DeepSpeed itself and more than one GPU are not available here."""
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    path = ROOT / "configs" / "accelerate" / f"{name}.yaml"
+    cfg = load_config_from_file(str(path))
+    assert cfg.distributed_type.name == kind and cfg.mixed_precision == "bf16" and not cfg.use_cpu
+    assert (cfg.deepspeed_config or {}).get("zero_stage") == stage
+    assert f"--config_file configs/accelerate/{name}.yaml" in (ROOT / "README.md").read_text()

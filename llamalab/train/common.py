@@ -134,6 +134,16 @@ def train_dtype(profile: Profile) -> tuple[Any, str]:
     return models.resolve_dtype(profile.model.dtype, models.pick_device())
 
 
+def enable_checkpointing(model) -> None:
+    """Gradient (activation) checkpointing, non-reentrant, so LoRA weights inside a frozen base get
+    their gradients without ``enable_input_require_grads``."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.x's name
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
 def memory_and_time(trainer, started: float) -> dict[str, Any]:
     """Memory and time stats after training, from one place (unsloth's habit)."""
     import resource
