@@ -2,7 +2,9 @@
 
 1. A LLaMA-7B-shaped model (the published 7B configuration, with the default tokenizer's vocabulary
    so real text can be tokenized) with random weights in bf16: a few LoRA SFT steps, reward-model
-   steps and one PPO update with rollout (TRL's PPOTrainer: policy + LoRA, value = reward + LoRA).
+   steps and one PPO update with rollout (TRL's PPOTrainer: policy + LoRA, value = reward + LoRA),
+   with gradient checkpointing as ``llamalab.train.ppo`` applies it and, as the baseline, without it
+   (TRL 1.12's PPOTrainer ignores the flag).
    Prints tokens/s, model-FLOPs utilisation and peak memory per stage beside the memory plan's
    estimate for the same shape and batch (``llamalab.memory``), and generation tokens/s at batch 1
    and 32.
@@ -113,11 +115,8 @@ def bench_gpu(tiny: bool = False, steps: int = 4, batch: int = 8, seq: int = 512
     cfg = _config(tiny, len(tok))
     name = torch.cuda.get_device_name(0) if device == "cuda" else "cpu"
     peak = _peak(name)
-    with torch.device("meta"):
-        from transformers import LlamaForCausalLM
-
-        n_params = sum(p.numel() for p in LlamaForCausalLM(cfg).parameters())
-    shape = Shape.from_config(cfg, n_params)
+    shape = Shape.from_config(cfg)  # parameter count from a meta-device copy, no memory
+    n_params = shape.params
     flops_per_token = 4 * n_params + 6 * cfg.num_hidden_layers * seq * cfg.hidden_size
     report: dict[str, Any] = {"device": name, "dtype": str(dtype), "parameters": n_params, "batch": batch,
                               "seq": seq, "flops_per_token": flops_per_token, "peak_tflops": peak,
@@ -147,12 +146,16 @@ def bench_gpu(tiny: bool = False, steps: int = 4, batch: int = 8, seq: int = 512
     _run_stage(report, "stages", "lora_reward", lora_steps(_lora_reward, "reward"))
     ppo_batch, query, resp = (2, 64, 8) if tiny else (16, 64, 128)
 
-    def ppo():
-        out = _ppo_update(cfg, tok, device, dtype, ppo_batch, query, resp)
-        out["plan_gib"] = plan("ppo", batch=ppo_batch, seq=query, response=resp, value="lora")
-        return out
+    def ppo(checkpointing: bool):
+        def run():
+            out = _ppo_update(cfg, tok, device, dtype, ppo_batch, query, resp, checkpointing=checkpointing)
+            out["plan_gib"] = plan("ppo", batch=ppo_batch, seq=query, response=resp, value="lora")
+            return out
+        return run
 
-    _run_stage(report, "stages", "ppo_update", ppo)
+    _run_stage(report, "stages", "ppo_update", ppo(True))
+    # the baseline: TRL's PPOTrainer as it is, which never applies gradient_checkpointing
+    _run_stage(report, "stages", "ppo_update_trl_as_is", ppo(False))
     if smoke_chain and not tiny:
         report["smoke_chain"] = {}
         _smoke_chain(report)
@@ -254,7 +257,7 @@ def _lora_reward(cfg, tok, device, dtype, steps, batch, seq) -> dict[str, Any]:
     return {"tokens_per_s": round(steps * 2 * batch * seq / secs), "peak_gib": _peak_gib()}
 
 
-def _ppo_update(cfg, tok, device, dtype, batch, query, resp, checkpointing: bool = True) -> dict[str, Any]:
+def _ppo_update(cfg, tok, device, dtype, batch, query, resp, checkpointing: bool) -> dict[str, Any]:
     import tempfile
 
     import torch

@@ -147,7 +147,7 @@ def test_gpu_bench_code_path_runs_on_a_tiny_config(capsys, tmp_path):
     assert {k: v["error"] for k, v in stages.items() if "error" in v} == {}
     assert stages["lora_sft"]["tokens_per_s"] > 0 and stages["lora_reward"]["tokens_per_s"] > 0
     assert stages["generation"]["batch_32_tokens_per_s"] > 0
-    assert stages["ppo_update"]["episodes"] == 2
+    assert stages["ppo_update"]["episodes"] == 2 and stages["ppo_update_trl_as_is"]["episodes"] == 2
     assert all(isinstance(stages[s]["plan_gib"], float) for s in ("lora_sft", "lora_reward", "ppo_update"))
     assert json.loads(out.read_text())["stages"]["ppo_update"]["episodes"] == 2
     printed = capsys.readouterr().out

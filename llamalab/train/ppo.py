@@ -251,7 +251,7 @@ def train_ppo(profile: Profile, *, prompts: str | Path | None = None, progress: 
     if args.gradient_checkpointing:
         # TRL 1.12's PPOTrainer has its own training loop and never applies this flag. Measured on one
         # H200 (`bench gpu`, LLaMA-7B shape, 16 episodes of 64+128 tokens, value = reward + LoRA): peak
-        # 81.1 GiB as TRL leaves it, 41.4 GiB with checkpointing on the policy and the value model.
+        # 81.2 GiB as TRL leaves it, 41.4 GiB with checkpointing on the policy and the value model.
         for model in (policy, value):
             common.enable_checkpointing(model)
     from ..generate import enable_kv_cache
