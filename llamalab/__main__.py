@@ -99,7 +99,7 @@ def _cmd_notebooks(args) -> int:
 def _cmd_train(args) -> int:
     from . import config
 
-    prof = config.load_profile(args.profile)
+    prof = config.apply_overrides(config.load_profile(args.profile), args.set)
     if args.stage == "sft":
         from .train.sft import train_sft
 
@@ -119,6 +119,26 @@ def _cmd_train(args) -> int:
     shown = {k: v for k, v in m.items() if not isinstance(v, (list, dict)) or k in ("first_update", "last_update")}
     print(json.dumps(shown, indent=1, default=str))
     print(f"artifacts: {prof.stage_dir(args.stage)}")
+    return 0
+
+
+def _cmd_heldout(args) -> int:
+    from . import config
+    from .train import heldout
+
+    prof = config.load_profile(args.profile)
+    policies = {name: prof.stage_dir(name) / "merged" for name in args.policies}
+    for name, path in policies.items():
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"{path}: no merged {name} policy; run `python -m llamalab train {name} "
+                                    f"--profile {prof.name}` first")
+    report = heldout.evaluate_policies(prof, policies, limit=args.limit)
+    out = Path(args.json) if args.json else prof.stage_dir("heldout") / "heldout.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1))
+    for line in heldout.summary_lines(report):
+        print(line)
+    print(f"report: {out}")
     return 0
 
 
@@ -176,7 +196,18 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("stage", choices=["sft", "reward", "ppo", "rloo"])
     t.add_argument("--profile", default="cpu")
     t.add_argument("--resume", action="store_true", help="continue from the stage's last checkpoint")
+    t.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
+                   help="change one profile setting for this run, e.g. --set rloo.max_steps=60 (repeatable); "
+                        "the stage still writes runs/<profile>/<stage>/, and its run_info.json records the change")
     t.set_defaults(func=_cmd_train)
+
+    h = sub.add_parser("heldout", help="RL policies vs the SFT model on the held-out prompts: reward-model "
+                                       "score and KL")
+    h.add_argument("--profile", default="cpu")
+    h.add_argument("--policies", nargs="+", default=["ppo", "rloo"], choices=["ppo", "rloo"])
+    h.add_argument("--limit", type=int, help="only the first N held-out prompts")
+    h.add_argument("--json", help="report file (default runs/<profile>/heldout/heldout.json)")
+    h.set_defaults(func=_cmd_heldout)
 
     r = sub.add_parser("reward", help="reward-model utilities")
     rs = r.add_subparsers(dest="reward_command", required=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
@@ -60,6 +61,7 @@ class Profile:
     # Training sections are kept as validated dicts and turned into TRL/PEFT config objects by
     # llamalab.train, so that loading a profile does not import TRL.
     extra: dict[str, dict[str, Any]] = field(default_factory=dict)
+    overrides: list[str] = field(default_factory=list)  # "section.key" set on the command line (--set)
 
     def stage_dir(self, stage: str) -> Path:
         return paths.stage_dir(self.name, stage)
@@ -74,6 +76,7 @@ _SECTIONS = {
 # Sections owned by later stages; their keys are checked against the TRL/PEFT dataclasses there.
 _EXTRA_SECTIONS = ("lora", "sft", "reward", "ppo", "rloo", "data", "rl")
 
+_EXPONENT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+")
 _DTYPES = ("auto", "float32", "bfloat16", "float16")
 _QUANT = (None, "8bit", "4bit")
 
@@ -157,13 +160,56 @@ def load_profile(name_or_path: str | Path | None = None) -> Profile:
             known = sorted([*_SECTIONS, *_EXTRA_SECTIONS])
             raise ConfigError(f"{path}: {key}: unknown section (known: {', '.join(known)})")
     prof = Profile(name=path.stem, path=path, extra=extra, **kwargs)
-    if prof.model.dtype not in _DTYPES:
-        raise ConfigError(f"{path}: model.dtype: {prof.model.dtype!r} is not one of {list(_DTYPES)}")
-    if prof.model.quantization not in _QUANT:
-        raise ConfigError(f"{path}: model.quantization: {prof.model.quantization!r} is not one of {list(_QUANT)}")
+    _check_model(prof.model, str(path))
     override = os.environ.get("LLAMALAB_MODEL")
     if override:
         old = prof.model.spec
         prof.model.spec = override
         prof.probes.models = [override if m == old else m for m in prof.probes.models]
     return prof
+
+
+def _check_model(model: ModelConfig, where: str) -> None:
+    if model.dtype not in _DTYPES:
+        raise ConfigError(f"{where}: model.dtype: {model.dtype!r} is not one of {list(_DTYPES)}")
+    if model.quantization not in _QUANT:
+        raise ConfigError(f"{where}: model.quantization: {model.quantization!r} is not one of {list(_QUANT)}")
+
+
+def apply_overrides(profile: Profile, items: list[str] | None) -> Profile:
+    """A copy of ``profile`` with ``section.key=value`` settings changed (``--set`` on the command line).
+
+    The value is read as YAML (``64``, ``5e-4``, ``null``, ``[sql, joke]``). Typed sections
+    (model, generation, probes, bench) are checked here; the training sections' keys are checked
+    against the TRL/PEFT dataclasses when the stage starts, and those errors name the ``--set``.
+    """
+    if not items:
+        return profile
+    typed = {name: dataclasses.asdict(getattr(profile, name)) for name in _SECTIONS}
+    extra = {name: dict(values) for name, values in profile.extra.items()}
+    done: list[str] = []
+    for item in items:
+        where = f"--set {item}"
+        name, sep, text = item.partition("=")
+        section, dot, key = name.strip().partition(".")
+        if not sep or not dot or not section or not key:
+            raise ConfigError(f"{where}: expected section.key=value, e.g. rloo.max_steps=60")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{where}: the value is not valid YAML: {exc}") from None
+        if isinstance(value, str) and _EXPONENT.fullmatch(value):
+            value = float(value)  # YAML 1.1 reads 1e-4 (no dot) as a string
+        if section in _SECTIONS:
+            typed[section][key] = value
+            _build_section(_SECTIONS[section], {key: value}, f"--set {section}")
+        elif section in _EXTRA_SECTIONS:
+            extra.setdefault(section, {})[key] = value
+        else:
+            known = sorted([*_SECTIONS, *_EXTRA_SECTIONS])
+            raise ConfigError(f"{where}: unknown section {section!r} (known: {', '.join(known)})")
+        done.append(f"{section}.{key}")
+    out = dataclasses.replace(profile, extra=extra, overrides=[*profile.overrides, *done],
+                              **{name: _SECTIONS[name](**typed[name]) for name in _SECTIONS})
+    _check_model(out.model, "--set")
+    return out

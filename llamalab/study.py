@@ -146,10 +146,11 @@ def reward_vs_correctness(profile: Profile, results: list[dict[str, Any]]) -> An
     with execution correctness over the SQL probe items (the unseen schema included)."""
     import pandas as pd
 
-    from .train.common import require_stage
+    from .train.common import device, require_stage
+    from .train.ppo import rl_dtype
     from .train.reward import load_reward_model, score
 
-    rm, tok = load_reward_model(require_stage(profile, "reward"))
+    rm, tok = load_reward_model(require_stage(profile, "reward"), dtype=rl_dtype(), device=device())
     rows = {}
     all_scores, all_flags = [], []
     for r in results:

@@ -52,3 +52,37 @@ def test_env_overrides(monkeypatch):
     assert prof.name == "smoke"
     assert prof.model.spec == "/some/llama-7b"
     assert prof.probes.models == ["/some/llama-7b"]
+
+
+def test_set_overrides_change_a_copy_and_say_what_is_wrong():
+    cpu = config.load_profile("cpu")
+    prof = config.apply_overrides(cpu, ["rloo.max_steps=60", "rloo.learning_rate=1e-4", "generation.batch_size=4",
+                                        "rl.tasks=[sql]"])
+    assert prof.extra["rloo"]["max_steps"] == 60 and prof.extra["rloo"]["learning_rate"] == 1e-4
+    assert prof.generation.batch_size == 4 and prof.extra["rl"]["tasks"] == ["sql"]
+    assert prof.extra["rloo"]["beta"] == cpu.extra["rloo"]["beta"]  # the rest of the section is kept
+    assert cpu.extra["rloo"]["max_steps"] == 20 and cpu.generation.batch_size == 16  # the original is untouched
+    assert prof.overrides == ["rloo.max_steps", "rloo.learning_rate", "generation.batch_size", "rl.tasks"]
+    assert config.apply_overrides(cpu, None) is cpu
+    for item, message in [("rloo.max_steps", "expected section.key=value"),
+                          ("max_steps=3", "expected section.key=value"),
+                          ("rlooo.max_steps=3", "unknown section 'rlooo'"),
+                          ("generation.batch_size=eight", "generation.batch_size: 'eight' is not of type"),
+                          ("generation.batchsize=8", "generation.batchsize: unknown key"),
+                          ("model.dtype=float8", "model.dtype: 'float8' is not one of"),
+                          ("rloo.max_steps=[1", "not valid YAML")]:
+        with pytest.raises(config.ConfigError, match=message) as err:
+            config.apply_overrides(cpu, [item])
+        assert f"--set {item}" in str(err.value) or str(err.value).startswith("--set")
+
+
+def test_a_misspelled_set_key_is_blamed_on_the_set_not_the_file():
+    from llamalab.train.rloo import rloo_config
+
+    prof = config.apply_overrides(config.load_profile("cpu"), ["rloo.max_stepz=3"])
+    with pytest.raises(config.ConfigError, match=r"^--set: rloo.max_stepz: unknown key for RLOOConfig"):
+        rloo_config(prof, prof.stage_dir("rloo"))
+    prof = config.load_profile("cpu")
+    prof.extra["rloo"]["max_stepz"] = 3  # the same mistake in the YAML names the file
+    with pytest.raises(config.ConfigError, match=r"cpu.yaml: rloo.max_stepz: unknown key"):
+        rloo_config(prof, prof.stage_dir("rloo"))

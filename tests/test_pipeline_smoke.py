@@ -117,3 +117,45 @@ def test_right_padded_queries_break_the_first_update_kl(chain, tmp_path, monkeyp
     summary = train_ppo(profile, progress=False, query_padding_side="right")
     assert abs(summary["first_update"]["kl"]) > 1.0
     assert Path(runs / "smoke" / "ppo" / "metrics.jsonl").is_file()
+
+
+def test_heldout_command_and_where_the_reward_model_runs(chain, tmp_path, monkeypatch, capsys):
+    """`python -m llamalab heldout` scores SFT and PPO on held-out prompts; the reward model is loaded in
+    the RL dtype on this process's device (on a GPU it would otherwise score on the CPU in fp32), and
+    RLOO loads it the same way."""
+    from llamalab import __main__ as cli
+    from llamalab.train import common, reward
+    from llamalab.train.ppo import rl_dtype
+    from llamalab.train.rloo import train_rloo
+
+    calls = []
+    original = reward.load_reward_model
+
+    def spy(path, *args, **kwargs):
+        calls.append(kwargs)
+        return original(path, *args, **kwargs)
+
+    monkeypatch.setattr(reward, "load_reward_model", spy)
+    out = tmp_path / "heldout.json"
+    rc = cli.main(["heldout", "--profile", "smoke", "--policies", "ppo", "--limit", "3", "--json", str(out)])
+    assert rc == 0
+    report = json.loads(out.read_text())
+    assert report["n_prompts"] == 3 and set(report["policies"]) == {"sft", "ppo"}
+    assert report["policies"]["sft"]["mean_kl"] == 0.0 and len(report["policies"]["ppo"]["samples"]) == 3
+    printed = capsys.readouterr().out
+    assert "ppo" in printed and f"{report['policies']['ppo']['mean_score']:6.2f}" in printed
+    assert calls == [{"dtype": rl_dtype(), "device": common.device()}]
+
+    class Stop(Exception):
+        pass
+
+    def stop(path, *args, **kwargs):
+        calls.append(kwargs)
+        raise Stop
+
+    monkeypatch.setattr(reward, "load_reward_model", stop)
+    with pytest.raises(Stop):
+        train_rloo(chain["profile"], progress=False)
+    assert calls[-1] == {"dtype": rl_dtype(), "device": common.device()}
+    assert cli.main(["heldout", "--profile", "smoke", "--policies", "rloo", "--json", str(out)]) == 2
+    assert "no merged rloo policy" in capsys.readouterr().err

@@ -76,6 +76,27 @@ def test_unknown_trl_key_names_profile_file_and_key(tmp_path, runs):
         train_sft(prof)
 
 
+@pytest.mark.parametrize("stage", ["ppo", "rloo"])
+def test_a_bad_rl_setting_fails_before_the_last_run_is_touched(tmp_path, runs, stage):
+    """A misspelled --set (or YAML) key must not delete the previous run's metrics first."""
+    from llamalab.train.ppo import train_ppo
+    from llamalab.train.rloo import train_rloo
+
+    prof = _tiny_profile(tmp_path)
+    for dep in ("sft", "reward"):  # the stages RL starts from (never loaded: the config fails first)
+        (runs / prof.name / dep / "merged").mkdir(parents=True)
+        (runs / prof.name / dep / "merged" / "config.json").write_text("{}")
+    out = runs / prof.name / stage
+    out.mkdir(parents=True)
+    kept = {name: f"{name} of the last run" for name in ("metrics.jsonl", "samples.jsonl")}
+    for name, text in kept.items():
+        (out / name).write_text(text)
+    bad = config.apply_overrides(prof, [f"{stage}.learning_rat=1e-3"])
+    with pytest.raises(config.ConfigError, match=rf"^--set: {stage}.learning_rat: unknown key"):
+        (train_ppo if stage == "ppo" else train_rloo)(bad, progress=False)
+    assert {f.name: f.read_text() for f in out.iterdir()} == kept
+
+
 def test_rl_tasks_choose_the_training_prompts_and_leave_held_out_whole(tmp_path, runs):
     from llamalab.train.ppo import load_prompts
 

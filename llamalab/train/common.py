@@ -46,7 +46,8 @@ def build_dataclass(cls: type, values: dict[str, Any], profile: Profile, section
     names = {f.name for f in dataclasses.fields(cls)}
     for key in values:
         if key not in names:
-            raise ConfigError(f"{profile.path}: {section_name}.{key}: unknown key for {cls.__name__}")
+            where = ("--set" if f"{section_name}.{key}" in getattr(profile, "overrides", ()) else str(profile.path))
+            raise ConfigError(f"{where}: {section_name}.{key}: unknown key for {cls.__name__}")
     return cls(**{**values, **fixed})
 
 
@@ -82,6 +83,13 @@ def local_rank() -> int:
     return int(os.environ.get("LOCAL_RANK", "0"))
 
 
+def device() -> str:
+    """Where this process's models run: its own GPU under accelerate/torchrun, else the best device."""
+    import torch
+
+    return f"cuda:{local_rank()}" if torch.cuda.is_available() else models.pick_device()
+
+
 def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
@@ -101,9 +109,17 @@ def run_info(profile: Profile, stage: str, config_objs: dict[str, Any], extra: d
         return obj
 
     return {"stage": stage, "profile": profile.name, "profile_file": str(profile.path),
+            "overrides": {k: _override_value(profile, k) for k in getattr(profile, "overrides", ())},
             "config": {k: plain(v) for k, v in config_objs.items()}, "versions": models.env_summary(),
             "git_sha": git_sha(), "world_size": world_size(),
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **(extra or {})}
+
+
+def _override_value(profile: Profile, dotted: str) -> Any:
+    section, _, key = dotted.partition(".")
+    if section in profile.extra:
+        return profile.extra[section].get(key)
+    return getattr(getattr(profile, section), key, None)
 
 
 def _jsonable(v: Any) -> bool:

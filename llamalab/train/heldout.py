@@ -18,10 +18,10 @@ from ..config import Profile
 from . import common
 
 
-def _load_causal(path: Path, dtype):
+def _load_causal(path: Path, dtype, device: str = "cpu"):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    m = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    m = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)
     tok = models.prepare_tokenizer(AutoTokenizer.from_pretrained(path), m)
     m.eval()
     return m, tok
@@ -50,7 +50,7 @@ def sample(model, tok, prompts: list[list[dict]], *, max_new_tokens: int, temper
         chunk = prompts[start:start + batch_size]
         ids = [common.chat_ids(tok, p, add_generation_prompt=True) for p in chunk]
         width = max(len(x) for x in ids)
-        q = torch.tensor([[pad] * (width - len(x)) + x for x in ids])
+        q = torch.tensor([[pad] * (width - len(x)) + x for x in ids], device=model.device)
         m = (q != pad).long()
         with torch.inference_mode():
             seqs = model.generate(input_ids=q, attention_mask=m, do_sample=True, temperature=temperature, top_k=0,
@@ -75,7 +75,7 @@ def kl_per_sequence(policy, reference, samples: list[dict], pad: int, temperatur
         if not s["response_ids"]:
             kls.append(0.0)
             continue
-        seq = torch.tensor([s["query_ids"] + s["response_ids"]])
+        seq = torch.tensor([s["query_ids"] + s["response_ids"]], device=policy.device)
         ctx = len(s["query_ids"])
         lp = _response_logprobs(policy, seq, ctx, pad, temperature)
         lr = _response_logprobs(reference, seq, ctx, pad, temperature)
@@ -96,13 +96,13 @@ def evaluate_policies(profile: Profile, policies: dict[str, Path], *, limit: int
     rows = rows[:limit] if limit else rows
     prompts = [r["prompt"] for r in rows]
     sft_dir = common.require_stage(profile, "sft")
-    rm, rm_tok = load_reward_model(common.require_stage(profile, "reward"))
-    dtype = rl_dtype()
-    reference, ref_tok = _load_causal(sft_dir, dtype)
+    dtype, device = rl_dtype(), common.device()
+    rm, rm_tok = load_reward_model(common.require_stage(profile, "reward"), dtype=dtype, device=device)
+    reference, ref_tok = _load_causal(sft_dir, dtype, device)
     report: dict[str, Any] = {"n_prompts": len(prompts), "temperature": temperature,
                               "max_new_tokens": max_new_tokens, "policies": {}}
     for label, path in {"sft": sft_dir, **policies}.items():
-        model, tok = (reference, ref_tok) if Path(path) == sft_dir else _load_causal(Path(path), dtype)
+        model, tok = (reference, ref_tok) if Path(path) == sft_dir else _load_causal(Path(path), dtype, device)
         samples = sample(model, tok, prompts, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
         scores = score(rm, rm_tok, prompts, [[{"role": "assistant", "content": s["text"]}] for s in samples])
         kls = kl_per_sequence(model, reference, samples, tok.pad_token_id, temperature)
@@ -152,3 +152,21 @@ def within_task_std(tasks: list[str], scores: list[float]) -> float | None:
     means = {t: statistics.fmean(s for s, x in zip(scores, tasks, strict=True) if x == t) for t in set(tasks)}
     resid = [s - means[t] for s, t in zip(scores, tasks, strict=True)]
     return math.sqrt(statistics.fmean(r * r for r in resid)) if resid else None
+
+
+def summary_lines(report: dict[str, Any]) -> list[str]:
+    """One line per policy: mean score, gain over SFT in SFT standard deviations (± paired standard
+    error; also within tasks) and mean KL per sequence."""
+    lines = [f"{report['n_prompts']} held-out prompts, one sample each at temperature {report['temperature']}, "
+             f"SFT score SD {report['policies']['sft']['std_score']:.2f} ({report['sft_within_task_std']:.2f} within "
+             f"tasks)"]
+    for label, p in report["policies"].items():
+        line = f"{label:5s} mean score {p['mean_score']:6.2f}  mean KL {p['mean_kl']:5.2f} nats"
+        if label != "sft" and p.get("gain_in_sft_std") is not None:
+            se = p.get("gain_se_in_sft_std")
+            line += (f"  gain {p['gain_in_sft_std']:+.2f}" + (f" ± {se:.2f}" if se is not None else "")
+                     + " SFT SD")
+            if p.get("gain_in_sft_within_task_std") is not None:
+                line += f" ({p['gain_in_sft_within_task_std']:+.2f} within-task SD)"
+        lines.append(line)
+    return lines

@@ -236,16 +236,16 @@ def train_ppo(profile: Profile, *, prompts: str | Path | None = None, progress: 
     if not retrain and (done := common.reusable(profile, "ppo", fp, "train_summary.json")):
         return done
     held_rows = load_prompts(profile, heldout=True)
-    policy, value, reward, tok, sft_dir, rm_dir = load_stack(profile)
     out = profile.stage_dir("ppo")
+    args = ppo_config(profile, out / "checkpoints", disable_tqdm=not progress)  # a bad key fails before any change
+    lora = common.lora_config(profile)
+    policy, value, reward, tok, sft_dir, rm_dir = load_stack(profile)
     out.mkdir(parents=True, exist_ok=True)
     metrics_path = out / "metrics.jsonl"
     metrics_path.unlink(missing_ok=True)
     samples_path = out / "samples.jsonl"
     samples_path.unlink(missing_ok=True)
-    args = ppo_config(profile, out / "checkpoints", disable_tqdm=not progress)
     fixed = [r["prompt"][-1]["content"] for r in held_rows[:3]]
-    lora = common.lora_config(profile)
     lengths = _ResponseLengths()
     tok.padding_side = query_padding_side
     if args.gradient_checkpointing:

@@ -33,16 +33,22 @@ def load_pair_splits(profile: Profile, data: str | Path | None = None) -> tuple[
     return train[:n_train] if n_train else train, evals[:n_eval] if n_eval else evals
 
 
-def load_reward_model(path: str | Path, dtype: str = "float32"):
-    """A merged reward model directory -> (model, tokenizer), eval mode."""
+def load_reward_model(path: str | Path, dtype: Any = "float32", device: str | None = None):
+    """A merged reward model directory -> (model, tokenizer), eval mode, on ``device`` (CPU if None).
+
+    ``dtype`` is a torch dtype or its name. Online RL and held-out evaluation pass the policy's dtype
+    and device: left on the CPU in fp32, a 7B reward model would score every batch on the CPU."""
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     path = Path(path)
     if not (path / "config.json").is_file():
         raise models.ModelError(f"{path} is not a reward model directory (no config.json)")
-    model = AutoModelForSequenceClassification.from_pretrained(path, dtype=getattr(torch, dtype))
+    model = AutoModelForSequenceClassification.from_pretrained(
+        path, dtype=getattr(torch, dtype) if isinstance(dtype, str) else dtype)
     tok = models.prepare_tokenizer(AutoTokenizer.from_pretrained(path), model)
+    if device:
+        model.to(device)
     model.eval()
     return model, tok
 

@@ -59,15 +59,15 @@ def train_rloo(profile: Profile, *, progress: bool = True, retrain: bool = True)
     if not retrain and (done := common.reusable(profile, "rloo", fp, "train_summary.json")):
         return done
     out = profile.stage_dir("rloo")
+    args = rloo_config(profile, out / "checkpoints", disable_tqdm=not progress)  # a bad key fails before any change
+    lora = common.lora_config(profile)
     out.mkdir(parents=True, exist_ok=True)
     metrics_path = out / "metrics.jsonl"
     metrics_path.unlink(missing_ok=True)
     dtype = rl_dtype()
     policy = AutoModelForCausalLM.from_pretrained(sft_dir, dtype=dtype)
     tok = models.prepare_tokenizer(AutoTokenizer.from_pretrained(sft_dir), policy)
-    rm, rm_tok = load_reward_model(rm_dir)
-    args = rloo_config(profile, out / "checkpoints", disable_tqdm=not progress)
-    lora = common.lora_config(profile)
+    rm, rm_tok = load_reward_model(rm_dir, dtype=dtype, device=common.device())  # TRL leaves a reward function where it is
 
     class Jsonl(TrainerCallback):
         def on_log(self, a, state, control, logs=None, **kw):
