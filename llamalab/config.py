@@ -61,7 +61,7 @@ class Profile:
     # Training sections are kept as validated dicts and turned into TRL/PEFT config objects by
     # llamalab.train, so that loading a profile does not import TRL.
     extra: dict[str, dict[str, Any]] = field(default_factory=dict)
-    overrides: list[str] = field(default_factory=list)  # "section.key" set on the command line (--set)
+    overrides: dict[str, Any] = field(default_factory=dict)  # {"section.key": value} set with --set
 
     def stage_dir(self, stage: str) -> Path:
         return paths.stage_dir(self.name, stage)
@@ -187,7 +187,7 @@ def apply_overrides(profile: Profile, items: list[str] | None) -> Profile:
         return profile
     typed = {name: dataclasses.asdict(getattr(profile, name)) for name in _SECTIONS}
     extra = {name: dict(values) for name, values in profile.extra.items()}
-    done: list[str] = []
+    done: dict[str, Any] = {}
     for item in items:
         where = f"--set {item}"
         name, sep, text = item.partition("=")
@@ -208,8 +208,8 @@ def apply_overrides(profile: Profile, items: list[str] | None) -> Profile:
         else:
             known = sorted([*_SECTIONS, *_EXTRA_SECTIONS])
             raise ConfigError(f"{where}: unknown section {section!r} (known: {', '.join(known)})")
-        done.append(f"{section}.{key}")
-    out = dataclasses.replace(profile, extra=extra, overrides=[*profile.overrides, *done],
+        done[f"{section}.{key}"] = value
+    out = dataclasses.replace(profile, extra=extra, overrides={**profile.overrides, **done},
                               **{name: _SECTIONS[name](**typed[name]) for name in _SECTIONS})
     _check_model(out.model, "--set")
     return out

@@ -29,8 +29,9 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from .memory import LORA_TARGETS
+
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}  # dense bf16, per the vendors' data sheets
-LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
 def _peak(device_name: str) -> float | None:
@@ -55,15 +56,13 @@ def _sync():
         torch.cuda.synchronize()
 
 
-def _peak_gib(reset: bool = False) -> float | None:
+def _peak_gib() -> float | None:
+    """Peak CUDA memory since the last ``_free()`` (which resets it)."""
     import torch
 
     if not torch.cuda.is_available():
         return None
-    peak = torch.cuda.max_memory_allocated() / 1024**3
-    if reset:
-        torch.cuda.reset_peak_memory_stats()
-    return round(peak, 1)
+    return round(torch.cuda.max_memory_allocated() / 1024**3, 1)
 
 
 def _free():
@@ -192,7 +191,7 @@ def _lora_model(cls, cfg, device, dtype, task_type: str | None = None):
 
     with torch.device(device):
         model = cls._from_config(cfg, dtype=dtype)
-    pm = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, target_modules=LORA_TARGETS, task_type=task_type))
+    pm = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, target_modules=list(LORA_TARGETS), task_type=task_type))
     enable_checkpointing(pm)
     opt = torch.optim.AdamW([p for p in pm.parameters() if p.requires_grad], lr=1e-4)
     return pm, opt
@@ -272,7 +271,7 @@ def _ppo_update(cfg, tok, device, dtype, batch, query, resp, checkpointing: bool
         reward = LlamaForSequenceClassification._from_config(seq_cfg, dtype=dtype)
         value = LlamaForSequenceClassification._from_config(seq_cfg, dtype=dtype)
     value.requires_grad_(False)
-    inject_adapter_in_model(LoraConfig(r=16, target_modules=LORA_TARGETS), value)
+    inject_adapter_in_model(LoraConfig(r=16, target_modules=list(LORA_TARGETS)), value)
     value.score.requires_grad_(True)
     if checkpointing:  # what llamalab.train.ppo does: TRL's PPOTrainer ignores args.gradient_checkpointing
         from .train.common import enable_checkpointing
@@ -288,7 +287,7 @@ def _ppo_update(cfg, tok, device, dtype, batch, query, resp, checkpointing: bool
                          disable_tqdm=True, stop_token="eos")
         trainer = PPOTrainer(args=args, processing_class=tok, model=policy, ref_model=None, reward_model=reward,
                              value_model=value, train_dataset=queries, eval_dataset=queries,
-                             peft_config=LoraConfig(r=16, target_modules=LORA_TARGETS))
+                             peft_config=LoraConfig(r=16, target_modules=list(LORA_TARGETS)))
         _sync()
         t0 = time.perf_counter()
         trainer.train()
@@ -301,7 +300,6 @@ def _ppo_update(cfg, tok, device, dtype, batch, query, resp, checkpointing: bool
 def _smoke_chain(report: dict[str, Any]) -> None:
     """SFT -> reward -> PPO of the smoke profile on this device, in a temporary runs directory; then
     PPO with a 4-bit critic (``rl.critic_quantization``) when bitsandbytes can be imported."""
-    import dataclasses
     import importlib.util
     import os
     import tempfile
@@ -336,8 +334,7 @@ def _smoke_chain(report: dict[str, Any]) -> None:
                 train_reward, prof, [("pairwise_accuracy", lambda m: m.get("eval_pairwise_accuracy"))]))
             _run_stage(report, "smoke_chain", "ppo", stage(train_ppo, prof, [first_kl]))
             if torch.cuda.is_available() and importlib.util.find_spec("bitsandbytes"):
-                q4 = dataclasses.replace(prof, extra={**prof.extra, "rl": {"value": "lora",
-                                                                          "critic_quantization": "4bit"}})
+                q4 = config.apply_overrides(prof, ["rl.value=lora", "rl.critic_quantization=4bit"])
                 _run_stage(report, "smoke_chain", "ppo_4bit_critic", stage(train_ppo, q4, [first_kl]))
             else:
                 report["smoke_chain"]["ppo_4bit_critic"] = {"skipped": "needs CUDA and bitsandbytes"}

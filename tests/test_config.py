@@ -62,7 +62,12 @@ def test_set_overrides_change_a_copy_and_say_what_is_wrong():
     assert prof.generation.batch_size == 4 and prof.extra["rl"]["tasks"] == ["sql"]
     assert prof.extra["rloo"]["beta"] == cpu.extra["rloo"]["beta"]  # the rest of the section is kept
     assert cpu.extra["rloo"]["max_steps"] == 20 and cpu.generation.batch_size == 16  # the original is untouched
-    assert prof.overrides == ["rloo.max_steps", "rloo.learning_rate", "generation.batch_size", "rl.tasks"]
+    assert prof.overrides == {"rloo.max_steps": 60, "rloo.learning_rate": 1e-4, "generation.batch_size": 4,
+                              "rl.tasks": ["sql"]}
+    from llamalab.train.common import run_info
+
+    assert run_info(prof, "rloo", {})["overrides"] == prof.overrides  # the run records what --set changed
+    assert run_info(cpu, "rloo", {})["overrides"] == {}
     assert config.apply_overrides(cpu, None) is cpu
     for item, message in [("rloo.max_steps", "expected section.key=value"),
                           ("max_steps=3", "expected section.key=value"),

@@ -14,6 +14,7 @@ from typing import Any
 
 from .. import models, paths
 from ..config import ConfigError, Profile
+from ..memory import LORA_TARGETS
 
 
 class StageMissing(FileNotFoundError):
@@ -46,7 +47,7 @@ def build_dataclass(cls: type, values: dict[str, Any], profile: Profile, section
     names = {f.name for f in dataclasses.fields(cls)}
     for key in values:
         if key not in names:
-            where = ("--set" if f"{section_name}.{key}" in getattr(profile, "overrides", ()) else str(profile.path))
+            where = "--set" if f"{section_name}.{key}" in profile.overrides else str(profile.path)
             raise ConfigError(f"{where}: {section_name}.{key}: unknown key for {cls.__name__}")
     return cls(**{**values, **fixed})
 
@@ -56,8 +57,7 @@ def lora_config(profile: Profile, task_type: str = "CAUSAL_LM", **overrides):
     from peft import LoraConfig
 
     values = section(profile, "lora")
-    values.setdefault("target_modules", ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
-                                         "down_proj"])
+    values.setdefault("target_modules", list(LORA_TARGETS))
     values.update(overrides)
     return build_dataclass(LoraConfig, values, profile, "lora", task_type=task_type)
 
@@ -109,17 +109,10 @@ def run_info(profile: Profile, stage: str, config_objs: dict[str, Any], extra: d
         return obj
 
     return {"stage": stage, "profile": profile.name, "profile_file": str(profile.path),
-            "overrides": {k: _override_value(profile, k) for k in getattr(profile, "overrides", ())},
+            "overrides": profile.overrides,
             "config": {k: plain(v) for k, v in config_objs.items()}, "versions": models.env_summary(),
             "git_sha": git_sha(), "world_size": world_size(),
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **(extra or {})}
-
-
-def _override_value(profile: Profile, dotted: str) -> Any:
-    section, _, key = dotted.partition(".")
-    if section in profile.extra:
-        return profile.extra[section].get(key)
-    return getattr(getattr(profile, section), key, None)
 
 
 def _jsonable(v: Any) -> bool:
