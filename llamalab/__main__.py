@@ -126,6 +126,8 @@ def _cmd_heldout(args) -> int:
     from . import config
     from .train import heldout
 
+    if args.best_of and args.best_of < 2:
+        raise ValueError(f"--best-of {args.best_of}: needs at least 2 samples per prompt")
     prof = config.load_profile(args.profile)
     policies = {name: prof.stage_dir(name) / "merged" for name in args.policies}
     for name, path in policies.items():
@@ -133,10 +135,15 @@ def _cmd_heldout(args) -> int:
             raise FileNotFoundError(f"{path}: no merged {name} policy; run `python -m llamalab train {name} "
                                     f"--profile {prof.name}` first")
     report = heldout.evaluate_policies(prof, policies, limit=args.limit)
+    if args.best_of:
+        report["best_of_n"] = heldout.best_of_n(prof, args.best_of, limit=args.limit)
     out = Path(args.json) if args.json else prof.stage_dir("heldout") / "heldout.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1))
-    for line in heldout.summary_lines(report):
+    lines = heldout.summary_lines(report)
+    if args.best_of:
+        lines += heldout.best_of_n_lines(report["best_of_n"])
+    for line in lines:
         print(line)
     print(f"report: {out}")
     return 0
@@ -206,6 +213,10 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--profile", default="cpu")
     h.add_argument("--policies", nargs="+", default=["ppo", "rloo"], choices=["ppo", "rloo"])
     h.add_argument("--limit", type=int, help="only the first N held-out prompts")
+    h.add_argument("--best-of", type=int, default=0, metavar="N",
+                   help="also sample N responses per prompt from the SFT model and print the best-of-k curve "
+                        "(k = 1, 2, 4, ..., N): the reward plain sampling reaches at each KL, the baseline an RL "
+                        "policy has to beat")
     h.add_argument("--json", help="report file (default runs/<profile>/heldout/heldout.json)")
     h.set_defaults(func=_cmd_heldout)
 

@@ -137,14 +137,27 @@ def test_heldout_command_and_where_the_reward_model_runs(chain, tmp_path, monkey
 
     monkeypatch.setattr(reward, "load_reward_model", spy)
     out = tmp_path / "heldout.json"
-    rc = cli.main(["heldout", "--profile", "smoke", "--policies", "ppo", "--limit", "3", "--json", str(out)])
+    rc = cli.main(["heldout", "--profile", "smoke", "--policies", "ppo", "--limit", "3", "--json", str(out),
+                   "--best-of", "3"])
     assert rc == 0
     report = json.loads(out.read_text())
     assert report["n_prompts"] == 3 and set(report["policies"]) == {"sft", "ppo"}
     assert report["policies"]["sft"]["mean_kl"] == 0.0 and len(report["policies"]["ppo"]["samples"]) == 3
     printed = capsys.readouterr().out
     assert "ppo" in printed and f"{report['policies']['ppo']['mean_score']:6.2f}" in printed
-    assert calls == [{"dtype": rl_dtype(), "device": common.device()}]
+    assert calls == [{"dtype": rl_dtype(), "device": common.device()}] * 2  # the evaluation, then best-of-n
+    bon = report["best_of_n"]
+    scores = bon["scores"]
+    assert len(scores) == 3 and all(len(row) == 3 for row in scores)
+    assert len({x for row in scores for x in row}) > 3  # separate samples, not one response scored thrice
+    assert [c["k"] for c in bon["curve"]] == [1, 2, 3]
+    first, *_, last = bon["curve"]
+    assert first["mean_score"] == pytest.approx(bon["sft_mean_score"]) and first["gain_in_sft_std"] == 0.0
+    assert last["mean_score"] == pytest.approx(sum(max(row) for row in scores) / 3)
+    assert first["mean_score"] <= bon["curve"][1]["mean_score"] <= last["mean_score"]
+    assert f"best-of-3   mean score {last['mean_score']:6.2f}" in printed
+    assert cli.main(["heldout", "--profile", "smoke", "--best-of", "1"]) == 2
+    assert "--best-of 1: needs at least 2" in capsys.readouterr().err
 
     class Stop(Exception):
         pass

@@ -51,6 +51,24 @@ def test_within_task_spread_removes_the_gap_between_tasks():
     assert table["sql"] == {"n": 2, "mean_score": 2.0, "mean_kl": 1.0} and table["joke"]["mean_score"] == -3.0
 
 
+def test_expected_best_of_k_matches_every_subset():
+    import itertools
+    import math
+
+    from llamalab.train.heldout import best_of_n_kl, expected_best_of
+
+    scores = [0.3, -1.2, 2.5, 0.3, 1.1, -0.4]  # a tie included
+    for k in range(1, len(scores) + 1):
+        subsets = list(itertools.combinations(scores, k))
+        assert expected_best_of(scores, k) == pytest.approx(statistics.fmean(max(s) for s in subsets))
+    assert expected_best_of(scores, 1) == pytest.approx(statistics.fmean(scores))
+    assert expected_best_of(scores, len(scores)) == 2.5
+    with pytest.raises(ValueError, match="best of 7"):
+        expected_best_of(scores, 7)
+    assert best_of_n_kl(1) == 0.0
+    assert best_of_n_kl(8) == pytest.approx(math.log(8) - 7 / 8)
+
+
 def test_degenerate_detection():
     assert study.is_degenerate("")
     assert study.is_degenerate("the cat the cat the cat the cat the cat the cat")

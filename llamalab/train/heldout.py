@@ -4,6 +4,9 @@ On prompts never used in training (``data/train/ppo_prompts_heldout.jsonl``), ea
 one response per prompt (fixed seed, the RL temperature); the reward model scores it, and the KL
 to the reference (the SFT model) is estimated per sequence as the sum over response tokens of
 ``log pi(y_t) - log pi_ref(y_t)``, with logits scaled by the temperature as TRL's PPO does.
+
+``best_of_n`` gives the baseline on the same prompts: the score that picking the best of k samples
+from the SFT model reaches, and the KL that costs (``python -m llamalab heldout --best-of N``).
 """
 
 from __future__ import annotations
@@ -83,22 +86,34 @@ def kl_per_sequence(policy, reference, samples: list[dict], pad: int, temperatur
     return kls
 
 
-def evaluate_policies(profile: Profile, policies: dict[str, Path], *, limit: int | None = None,
-                      max_new_tokens: int | None = None, seed: int = 1234) -> dict[str, Any]:
-    """Mean/std reward and mean KL to SFT, per policy label, on the held-out prompts."""
+def _setup(profile: Profile, limit: int | None, max_new_tokens: int | None) -> dict[str, Any]:
+    """The held-out prompts, sampling settings, reward model and SFT model, as both evaluations use them."""
     from .ppo import load_prompts, rl_dtype
-    from .reward import load_reward_model, score
+    from .reward import load_reward_model
 
     ppo = common.section(profile, "ppo")
-    temperature = float(ppo.get("temperature", 0.7))
-    max_new_tokens = max_new_tokens or int(ppo.get("response_length", 64))
     rows = load_prompts(profile, heldout=True)
     rows = rows[:limit] if limit else rows
-    prompts = [r["prompt"] for r in rows]
     sft_dir = common.require_stage(profile, "sft")
     dtype, device = rl_dtype(), common.device()
     rm, rm_tok = load_reward_model(common.require_stage(profile, "reward"), dtype=dtype, device=device)
     reference, ref_tok = _load_causal(sft_dir, dtype, device)
+    return {"prompts": [r["prompt"] for r in rows], "tasks": [r.get("task") or "other" for r in rows],
+            "temperature": float(ppo.get("temperature", 0.7)),
+            "max_new_tokens": max_new_tokens or int(ppo.get("response_length", 64)),
+            "sft_dir": sft_dir, "dtype": dtype, "device": device, "rm": rm, "rm_tok": rm_tok,
+            "reference": reference, "ref_tok": ref_tok}
+
+
+def evaluate_policies(profile: Profile, policies: dict[str, Path], *, limit: int | None = None,
+                      max_new_tokens: int | None = None, seed: int = 1234) -> dict[str, Any]:
+    """Mean/std reward and mean KL to SFT, per policy label, on the held-out prompts."""
+    from .reward import score
+
+    ctx = _setup(profile, limit, max_new_tokens)
+    prompts, temperature, max_new_tokens = ctx["prompts"], ctx["temperature"], ctx["max_new_tokens"]
+    sft_dir, dtype, device = ctx["sft_dir"], ctx["dtype"], ctx["device"]
+    rm, rm_tok, reference, ref_tok = ctx["rm"], ctx["rm_tok"], ctx["reference"], ctx["ref_tok"]
     report: dict[str, Any] = {"n_prompts": len(prompts), "temperature": temperature,
                               "max_new_tokens": max_new_tokens, "policies": {}}
     for label, path in {"sft": sft_dir, **policies}.items():
@@ -113,7 +128,7 @@ def evaluate_policies(profile: Profile, policies: dict[str, Path], *, limit: int
             "samples": [{"prompt": s["prompt"][-1]["content"][-200:], "response": s["text"], "score": sc, "kl": k}
                         for s, sc, k in zip(samples, scores, kls, strict=True)],
         }
-    tasks = [r.get("task") or "other" for r in rows]
+    tasks = ctx["tasks"]
     for p in report["policies"].values():
         p["by_task"] = by_task(tasks, [s["score"] for s in p["samples"]], [s["kl"] for s in p["samples"]])
     base = report["policies"]["sft"]
@@ -126,6 +141,71 @@ def evaluate_policies(profile: Profile, policies: dict[str, Path], *, limit: int
         se = paired_se([s["score"] for s in p["samples"]], [s["score"] for s in base["samples"]])
         p["gain_se_in_sft_std"] = se / base["std_score"] if se is not None and base["std_score"] else None
     return report
+
+
+def expected_best_of(scores: list[float], k: int) -> float:
+    """Unbiased estimate, from n >= k scored samples of one prompt, of the expected best score among k
+    samples: the i-th smallest score is the best of a k-subset in C(i-1, k-1) of the C(n, k) subsets."""
+    n = len(scores)
+    if not 1 <= k <= n:
+        raise ValueError(f"best of {k} needs 1 <= k <= {n} samples")
+    ordered = sorted(scores)
+    return sum(math.comb(i, k - 1) * ordered[i] for i in range(k - 1, n)) / math.comb(n, k)
+
+
+def best_of_n_kl(k: int) -> float:
+    """KL (nats) from the sampling model to its best-of-k policy: at most log k - (k-1)/k, and close to
+    it when the same response is rarely sampled twice (Beirami et al., 2024, "Theoretical guarantees
+    on the best-of-n alignment policy")."""
+    return math.log(k) - (k - 1) / k
+
+
+def best_of_n(profile: Profile, n: int, *, limit: int | None = None, max_new_tokens: int | None = None,
+              seed: int = 5000) -> dict[str, Any]:
+    """The reward that plain sampling from the SFT model reaches at a given KL: n responses per
+    held-out prompt, each scored by the reward model, and for k = 1, 2, 4, ..., n the mean over
+    prompts of the expected best score among k (with the KL bound of picking it). It is the baseline
+    an RL policy has to beat on the reward-KL frontier (Gao et al., 2022, "Scaling laws for reward
+    model overoptimization"), and it says how far a given gain lies from the SFT model.
+
+    Gains are in standard deviations of the SFT scores, pooled over all n samples."""
+    from .reward import score
+
+    if n < 2:
+        raise ValueError(f"best-of-n needs n >= 2 samples per prompt, got {n}")
+    ctx = _setup(profile, limit, max_new_tokens)
+    prompts, tasks = ctx["prompts"], ctx["tasks"]
+    per_prompt: list[list[float]] = [[] for _ in prompts]
+    for round_ in range(n):
+        samples = sample(ctx["reference"], ctx["ref_tok"], prompts, max_new_tokens=ctx["max_new_tokens"],
+                         temperature=ctx["temperature"], seed=seed + round_)
+        scores = score(ctx["rm"], ctx["rm_tok"], prompts,
+                       [[{"role": "assistant", "content": s["text"]}] for s in samples])
+        for row, sc in zip(per_prompt, scores, strict=True):
+            row.append(sc)
+    pooled = [x for row in per_prompt for x in row]
+    mean, std = statistics.fmean(pooled), statistics.pstdev(pooled)
+    ks = sorted({*(2 ** i for i in range(n.bit_length()) if 2 ** i <= n), n})
+    curve = []
+    for k in ks:
+        best = [expected_best_of(row, k) for row in per_prompt]
+        curve.append({"k": k, "mean_score": statistics.fmean(best), "kl_bound": best_of_n_kl(k),
+                      "gain_in_sft_std": (statistics.fmean(best) - mean) / std if std else None,
+                      "by_task": {t: statistics.fmean(b for b, x in zip(best, tasks, strict=True) if x == t)
+                                  for t in sorted(set(tasks))}})
+    return {"n": n, "n_prompts": len(prompts), "temperature": ctx["temperature"],
+            "max_new_tokens": ctx["max_new_tokens"], "sft_mean_score": mean, "sft_std_score": std,
+            "curve": curve, "tasks": tasks, "scores": per_prompt}
+
+
+def best_of_n_lines(report: dict[str, Any]) -> list[str]:
+    """One line per k: the expected best-of-k score, its gain in SFT SD and its KL bound."""
+    lines = [f"best-of-k sampling from the SFT model ({report['n']} samples per prompt, {report['n_prompts']} "
+             f"prompts; SFT score SD {report['sft_std_score']:.2f} over all samples)"]
+    for c in report["curve"]:
+        lines.append(f"best-of-{c['k']:<3d} mean score {c['mean_score']:6.2f}  KL <= {c['kl_bound']:5.2f} nats  "
+                     f"gain {c['gain_in_sft_std']:+.2f} SFT SD")
+    return lines
 
 
 def paired_se(scores: list[float], base_scores: list[float]) -> float | None:
