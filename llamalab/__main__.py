@@ -134,9 +134,7 @@ def _cmd_heldout(args) -> int:
         if not (path / "config.json").is_file():
             raise FileNotFoundError(f"{path}: no merged {name} policy; run `python -m llamalab train {name} "
                                     f"--profile {prof.name}` first")
-    report = heldout.evaluate_policies(prof, policies, limit=args.limit)
-    if args.best_of:
-        report["best_of_n"] = heldout.best_of_n(prof, args.best_of, limit=args.limit)
+    report = heldout.evaluate_policies(prof, policies, limit=args.limit, best_of=args.best_of)
     out = Path(args.json) if args.json else prof.stage_dir("heldout") / "heldout.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1))

@@ -6,7 +6,8 @@ to the reference (the SFT model) is estimated per sequence as the sum over respo
 ``log pi(y_t) - log pi_ref(y_t)``, with logits scaled by the temperature as TRL's PPO does.
 
 ``best_of_n`` gives the baseline on the same prompts: the score that picking the best of k samples
-from the SFT model reaches, and the KL that costs (``python -m llamalab heldout --best-of N``).
+from the SFT model reaches, and the KL that costs (``evaluate_policies(..., best_of=N)``,
+``python -m llamalab heldout --best-of N``).
 """
 
 from __future__ import annotations
@@ -106,10 +107,14 @@ def _setup(profile: Profile, limit: int | None, max_new_tokens: int | None) -> d
 
 
 def evaluate_policies(profile: Profile, policies: dict[str, Path], *, limit: int | None = None,
-                      max_new_tokens: int | None = None, seed: int = 1234) -> dict[str, Any]:
-    """Mean/std reward and mean KL to SFT, per policy label, on the held-out prompts."""
+                      max_new_tokens: int | None = None, seed: int = 1234, best_of: int = 0) -> dict[str, Any]:
+    """Mean/std reward and mean KL to SFT, per policy label, on the held-out prompts. With ``best_of``
+    = n >= 2, also the best-of-k curve of the SFT model (``report["best_of_n"]``, see ``best_of_n``),
+    from the same loaded models."""
     from .reward import score
 
+    if best_of and best_of < 2:
+        raise ValueError(f"best-of-n needs n >= 2 samples per prompt, got {best_of}")
     ctx = _setup(profile, limit, max_new_tokens)
     prompts, temperature, max_new_tokens = ctx["prompts"], ctx["temperature"], ctx["max_new_tokens"]
     sft_dir, dtype, device = ctx["sft_dir"], ctx["dtype"], ctx["device"]
@@ -140,6 +145,8 @@ def evaluate_policies(profile: Profile, policies: dict[str, Path], *, limit: int
         p["gain_in_sft_within_task_std"] = gain / within if within else None
         se = paired_se([s["score"] for s in p["samples"]], [s["score"] for s in base["samples"]])
         p["gain_se_in_sft_std"] = se / base["std_score"] if se is not None and base["std_score"] else None
+    if best_of:
+        report["best_of_n"] = best_of_n(ctx, best_of)
     return report
 
 
@@ -160,20 +167,17 @@ def best_of_n_kl(k: int) -> float:
     return math.log(k) - (k - 1) / k
 
 
-def best_of_n(profile: Profile, n: int, *, limit: int | None = None, max_new_tokens: int | None = None,
-              seed: int = 5000) -> dict[str, Any]:
+def best_of_n(ctx: dict[str, Any], n: int, seed: int = 5000) -> dict[str, Any]:
     """The reward that plain sampling from the SFT model reaches at a given KL: n responses per
     held-out prompt, each scored by the reward model, and for k = 1, 2, 4, ..., n the mean over
     prompts of the expected best score among k (with the KL bound of picking it). It is the baseline
     an RL policy has to beat on the reward-KL frontier (Gao et al., 2022, "Scaling laws for reward
     model overoptimization"), and it says how far a given gain lies from the SFT model.
 
-    Gains are in standard deviations of the SFT scores, pooled over all n samples."""
+    ``ctx`` is ``_setup``'s (``evaluate_policies(..., best_of=n)`` passes its own). Gains are in
+    standard deviations of the SFT scores, pooled over all n samples."""
     from .reward import score
 
-    if n < 2:
-        raise ValueError(f"best-of-n needs n >= 2 samples per prompt, got {n}")
-    ctx = _setup(profile, limit, max_new_tokens)
     prompts, tasks = ctx["prompts"], ctx["tasks"]
     per_prompt: list[list[float]] = [[] for _ in prompts]
     for round_ in range(n):
