@@ -100,6 +100,8 @@ def _cmd_train(args) -> int:
     from . import config
 
     prof = config.apply_overrides(config.load_profile(args.profile), args.set)
+    if args.data and args.stage != "reward":
+        raise ValueError(f"--data: only the reward stage reads a preference file, not {args.stage}")
     if args.stage == "sft":
         from .train.sft import train_sft
 
@@ -107,7 +109,7 @@ def _cmd_train(args) -> int:
     elif args.stage == "reward":
         from .train.reward import train_reward
 
-        m = train_reward(prof, resume=args.resume)
+        m = train_reward(prof, resume=args.resume, data=args.data)
     elif args.stage == "ppo":
         from .train.ppo import train_ppo
 
@@ -144,6 +146,24 @@ def _cmd_heldout(args) -> int:
     for line in lines:
         print(line)
     print(f"report: {out}")
+    return 0
+
+
+def _cmd_reward_pairs(args) -> int:
+    from . import config, paths
+    from .train.reward import DEFAULT_DATA, execution_pairs
+
+    prof = config.load_profile(args.profile)
+    res = execution_pairs(prof, samples=args.samples)
+    out = Path(args.out) if args.out else prof.stage_dir("reward") / "execution_pairs.jsonl"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    synthetic = (paths.data_dir() / DEFAULT_DATA).read_text()
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(synthetic.rstrip("\n") + "\n" + "".join(json.dumps(p) + "\n" for p in res["pairs"]))
+    tmp.replace(out)
+    print(f"{res['samples']} SFT samples on {res['prompts']} SQL training prompts, {res['correct']} correct when run; "
+          f"{len(res['pairs'])} pairs (reference or a correct query over a wrong one) after the data set's "
+          f"{len(synthetic.splitlines())}: {out}")
     return 0
 
 
@@ -201,6 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("stage", choices=["sft", "reward", "ppo", "rloo"])
     t.add_argument("--profile", default="cpu")
     t.add_argument("--resume", action="store_true", help="continue from the stage's last checkpoint")
+    t.add_argument("--data", help="reward: train on this preference JSONL instead of data/train/preferences.jsonl "
+                                  "(e.g. the file `reward pairs` writes)")
     t.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
                    help="change one profile setting for this run, e.g. --set rloo.max_steps=60 (repeatable); "
                         "the stage still writes runs/<profile>/<stage>/, and its run_info.json records the change")
@@ -225,6 +247,12 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--data", required=True, help="preference JSONL {prompt, chosen, rejected}")
     sc.add_argument("--split", choices=["train", "eval"], help="only rows of this split")
     sc.set_defaults(func=_cmd_reward)
+    pa = rs.add_parser("pairs", help="preference pairs from the SFT model's own SQL, labelled by running it; "
+                                     "writes the data set's pairs followed by these, for `train reward --data`")
+    pa.add_argument("--profile", default="cpu")
+    pa.add_argument("--samples", type=int, default=4, help="responses per SQL training prompt")
+    pa.add_argument("--out", help="JSONL to write (default runs/<profile>/reward/execution_pairs.jsonl)")
+    pa.set_defaults(func=_cmd_reward_pairs)
 
     n = sub.add_parser("notebooks", help="execute the numbered notebooks into runs/<profile>/")
     n.add_argument("--profile", default="cpu")

@@ -233,6 +233,21 @@ def conclusions(df, heldout: dict[str, Any] | None = None,
                 + (f", {_fmt(within)} within-task standard deviations" if within is not None else "")
                 + f") at a mean KL to SFT of {_fmt(p['mean_kl'])} nats per sequence; the target (>= 0.5 SFT standard "
                 f"deviations at KL <= {KL_TARGET:g} nats) was {'met' if met else 'NOT met'}.")
+        ref = heldout.get("reference")
+        if ref and ref.get("gain_in_sft_std") is not None:
+            out.append(
+                f"The data set's reference answers to the same prompts score {_fmt(ref['mean_score'])} against SFT's "
+                f"{_fmt(ref['sft_mean_score'])} ({ref['gain_in_sft_std']:+.2f} SFT standard deviations): a policy that "
+                f"gave every reference answer would {'meet' if ref['gain_in_sft_std'] >= 0.5 else 'NOT meet'} the "
+                "target.")
+        if ref and ref.get("sql_sft_wrong"):
+            share = ref["sql_above_wrong_sft"] / ref["sql_sft_wrong"]
+            out.append(
+                f"On the {ref['sql_sft_wrong']} held-out SQL prompts where SFT's query is wrong (wrong rows, or none that runs), the "
+                f"reward model scores the correct reference query higher on {ref['sql_above_wrong_sft']} "
+                f"({share:.0%}; 50% is chance), so its score "
+                + ("tracks SQL correctness on new prompts." if share >= 0.75 else
+                   "does NOT reliably tell a correct query from a wrong one on prompts it never saw."))
     return out
 
 

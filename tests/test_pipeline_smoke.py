@@ -146,6 +146,12 @@ def test_heldout_command_and_where_the_reward_model_runs(chain, tmp_path, monkey
     printed = capsys.readouterr().out
     assert "ppo" in printed and f"{report['policies']['ppo']['mean_score']:6.2f}" in printed
     assert calls == [{"dtype": rl_dtype(), "device": common.device()}]  # once: best-of-n reuses it
+    ref = report["reference"]  # the first three held-out prompts: two SQL, one clickbait, all with references
+    assert ref["n"] == 3 and len(ref["scores"]) == 3 and ref["by_task"].keys() == {"sql", "clickbait"}
+    flags = report["policies"]["sft"]["sql_correct"]
+    assert [f is None for f in flags] == [False, False, True]
+    assert ref["sql_sft_wrong"] == flags.count(False)
+    assert f"reference answers: mean score {ref['mean_score']:6.2f} on 3 prompts" in printed
     bon = report["best_of_n"]
     scores = bon["scores"]
     assert len(scores) == 3 and all(len(row) == 3 for row in scores)
@@ -173,3 +179,28 @@ def test_heldout_command_and_where_the_reward_model_runs(chain, tmp_path, monkey
     assert calls[-1] == {"dtype": rl_dtype(), "device": common.device()}
     assert cli.main(["heldout", "--profile", "smoke", "--policies", "rloo", "--json", str(out)]) == 2
     assert "no merged rloo policy" in capsys.readouterr().err
+
+
+def test_reward_pairs_come_from_sft_queries_that_run_wrong(chain, tmp_path, capsys):
+    """`python -m llamalab reward pairs` samples the SFT model on the SQL training prompts, runs each
+    query, and appends (correct, wrong) pairs to the data set's own for `train reward --data`."""
+    from llamalab import __main__ as cli
+    from llamalab import paths
+    from llamalab.train import heldout
+    from llamalab.train.ppo import load_prompts
+    from llamalab.trainsets import load_preferences
+
+    out = tmp_path / "plus.jsonl"
+    assert cli.main(["reward", "pairs", "--profile", "smoke", "--samples", "2", "--out", str(out)]) == 0
+    rows = load_preferences(out)
+    synthetic = load_preferences(paths.data_dir() / "train" / "preferences.jsonl")
+    assert rows[:len(synthetic)] == synthetic
+    new = rows[len(synthetic):]
+    assert new and f"{len(new)} pairs" in capsys.readouterr().out
+    by_prompt = {json.dumps(r["prompt"]): r for r in load_prompts(chain["profile"]) if r.get("task") == "sql"}
+    for p in new:
+        r = by_prompt[json.dumps(p["prompt"])]  # a training prompt, never a held-out one
+        assert heldout.sql_correct([r, r], [p["chosen"][0]["content"], p["rejected"][0]["content"]]) == [True, False]
+    assert cli.main(["reward", "pairs", "--profile", "smoke", "--samples", "0"]) == 2
+    assert cli.main(["train", "sft", "--profile", "smoke", "--data", str(out)]) == 2
+    assert "only the reward stage reads a preference file" in capsys.readouterr().err

@@ -1,5 +1,6 @@
 """The before/after conclusion is computed from the numbers and says when a stage made things worse."""
 
+import json
 import statistics
 
 import pandas as pd
@@ -67,6 +68,83 @@ def test_expected_best_of_k_matches_every_subset():
         expected_best_of(scores, 7)
     assert best_of_n_kl(1) == 0.0
     assert best_of_n_kl(8) == pytest.approx(math.log(8) - 7 / 8)
+
+
+def test_reference_answers_and_sql_execution_calibrate_the_held_out_score(monkeypatch):
+    """The held-out report says what the reference answers score and how often the reward model
+    ranks a correct query above SFT's wrong one; SQL correctness comes from running the queries."""
+    from llamalab.train import heldout, reward
+
+    gold = "SELECT COUNT(*) FROM customers WHERE country = 'Poland';"
+    rows = [{"task": "sql", "schema": "shop", "reference": gold},
+            {"task": "sql", "schema": "shop", "reference": gold},
+            {"task": "sql", "schema": "shop", "reference": gold},
+            {"task": "clickbait", "schema": None, "reference": "no"}]
+    responses = ["SELECT count(*) FROM customers WHERE country='Poland'",  # same rows, other spelling
+                 "SELECT COUNT(*) FROM customers;",  # runs, wrong rows
+                 "You could count the customers.",  # no SQL at all
+                 "yes"]
+    assert heldout.sql_correct(rows, responses) == [True, False, False, None]
+
+    # a stand-in reward model: the score is the response's length, so every figure can be worked out
+    monkeypatch.setattr(reward, "score", lambda rm, tok, prompts, resp: [float(len(r[-1]["content"])) for r in resp])
+    sft_scores = [10.0, 100.0, 20.0, 1.0]
+    report = {"policies": {"sft": {"std_score": 2.0, "sql_correct": [True, False, False, None],
+                                   "samples": [{"score": x} for x in sft_scores]}}}
+    ctx = {"rows": rows, "prompts": [[{"role": "user", "content": "q"}]] * 4, "rm": None, "rm_tok": None,
+           "tasks": [r["task"] for r in rows]}
+    ref = heldout.reference_check(ctx, report)
+    lengths = [len(gold)] * 3 + [2]
+    assert ref["scores"] == lengths
+    assert ref["gain_in_sft_std"] == pytest.approx((statistics.fmean(lengths) - statistics.fmean(sft_scores)) / 2.0)
+    assert ref["above_sft"] == 3  # all but prompt 1, where SFT scored 100
+    assert (ref["sql_sft_wrong"], ref["sql_above_wrong_sft"]) == (2, 1)  # only prompts 1 and 2 count
+    assert ref["by_task"] == {"clickbait": 2.0, "sql": float(len(gold))}
+    report["policies"]["sft"].update(mean_score=statistics.fmean(sft_scores), mean_kl=0.0)
+    lines = heldout.summary_lines({"n_prompts": 4, "temperature": 0.7, "sft_within_task_std": 1.0, **report,
+                                   "reference": ref})
+    assert "SQL correct 1/3" in lines[1]
+    assert "scores the reference query higher on 1 (50%; 50% = chance)" in lines[-1]
+    assert heldout.reference_check({**ctx, "rows": [{"task": "joke"}] * 4}, report) is None
+
+
+def test_execution_pairs_reject_only_queries_that_return_the_wrong_rows(tmp_path):
+    from llamalab.train import heldout
+    from llamalab.train.reward import pairs_from_samples
+    from llamalab.trainsets import load_preferences
+
+    gold = "SELECT COUNT(*) FROM customers WHERE country = 'Poland';"
+    rows = [{"prompt": [{"role": "user", "content": f"q{i}"}], "task": "sql", "schema": "shop", "reference": gold}
+            for i in range(2)]
+    right = "SELECT count(*) FROM customers WHERE country='Poland'"
+    wrong = ["SELECT COUNT(*) FROM customers;", "SELECT COUNT(*) FROM orders;", "SELECT 1;"]
+    texts = [[right, wrong[0], wrong[0], ""], [wrong[1], wrong[2], wrong[0], right]]
+    flags = [heldout.sql_correct([r] * len(t), t) for r, t in zip(rows, texts, strict=True)]
+    assert flags[0] == [True, False, False, False]  # the empty response has no SQL: wrong, but never a pair
+    pairs = pairs_from_samples(rows, texts, flags, max_per_prompt=2)
+    assert [p["rejected"][0]["content"] for p in pairs] == [wrong[0], wrong[1], wrong[2]]  # distinct, at most 2
+    assert {p["chosen"][0]["content"] for p in pairs} <= {gold, right}
+    assert [p["prompt"] for p in pairs] == [rows[0]["prompt"], rows[1]["prompt"], rows[1]["prompt"]]
+    for p in pairs:  # what the rows say is what running them says
+        assert heldout.sql_correct([rows[0]] * 2, [p["chosen"][0]["content"], p["rejected"][0]["content"]]) == [True, False]
+    assert pairs_from_samples(rows, [[right], [right]], [[True], [True]]) == []  # nothing wrong, nothing to learn
+    out = tmp_path / "pairs.jsonl"
+    out.write_text("".join(json.dumps(p) + "\n" for p in pairs))
+    assert len(load_preferences(out)) == 3  # the reward stage's own reader accepts them
+
+
+def test_reference_sentences_say_whether_the_reward_model_tracks_correctness():
+    heldout = {"n_prompts": 64, "policies": {
+        "sft": {"mean_score": 2.8, "std_score": 2.3, "mean_kl": 0.0, "gain_in_sft_std": 0.0},
+        "ppo": {"mean_score": 2.7, "std_score": 2.3, "mean_kl": 2.0, "gain_in_sft_std": -0.04}},
+        "reference": {"mean_score": 2.8, "sft_mean_score": 2.83, "gain_in_sft_std": -0.01,
+                      "sql_sft_wrong": 31, "sql_above_wrong_sft": 15}}
+    lines = study.conclusions(_table(), heldout, pairs=[("base", "sft")])
+    assert "(-0.01 SFT standard deviations): a policy that gave every reference answer would NOT meet" in lines[-2]
+    assert "higher on 15 (48%; 50% is chance), so its score does NOT reliably tell" in lines[-1]
+    heldout["reference"].update(gain_in_sft_std=0.8, sql_above_wrong_sft=28)
+    lines = study.conclusions(_table(), heldout, pairs=[("base", "sft")])
+    assert "would meet the target" in lines[-2] and lines[-1].endswith("tracks SQL correctness on new prompts.")
 
 
 def test_degenerate_detection():

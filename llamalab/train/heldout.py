@@ -8,6 +8,12 @@ to the reference (the SFT model) is estimated per sequence as the sum over respo
 ``best_of_n`` gives the baseline on the same prompts: the score that picking the best of k samples
 from the SFT model reaches, and the KL that costs (``evaluate_policies(..., best_of=N)``,
 ``python -m llamalab heldout --best-of N``).
+
+``reference_check`` calibrates the score itself: the held-out prompts carry reference answers (the
+gold query for SQL), so the report says what a policy that gave every reference answer would score,
+and whether the reward model ranks a correct query above SFT's wrong one on prompts it never saw.
+Each policy's SQL is also run against its schema (``sql_correct``): a measure of quality that does not
+go through the reward model.
 """
 
 from __future__ import annotations
@@ -99,7 +105,7 @@ def _setup(profile: Profile, limit: int | None, max_new_tokens: int | None) -> d
     dtype, device = rl_dtype(), common.device()
     rm, rm_tok = load_reward_model(common.require_stage(profile, "reward"), dtype=dtype, device=device)
     reference, ref_tok = _load_causal(sft_dir, dtype, device)
-    return {"prompts": [r["prompt"] for r in rows], "tasks": [r.get("task") or "other" for r in rows],
+    return {"rows": rows, "prompts": [r["prompt"] for r in rows], "tasks": [r.get("task") or "other" for r in rows],
             "temperature": float(ppo.get("temperature", 0.7)),
             "max_new_tokens": max_new_tokens or int(ppo.get("response_length", 64)),
             "sft_dir": sft_dir, "dtype": dtype, "device": device, "rm": rm, "rm_tok": rm_tok,
@@ -145,9 +151,55 @@ def evaluate_policies(profile: Profile, policies: dict[str, Path], *, limit: int
         p["gain_in_sft_within_task_std"] = gain / within if within else None
         se = paired_se([s["score"] for s in p["samples"]], [s["score"] for s in base["samples"]])
         p["gain_se_in_sft_std"] = se / base["std_score"] if se is not None and base["std_score"] else None
+    for p in report["policies"].values():
+        p["sql_correct"] = sql_correct(ctx["rows"], [s["response"] for s in p["samples"]])
+    report["reference"] = reference_check(ctx, report)
     if best_of:
         report["best_of_n"] = best_of_n(ctx, best_of)
     return report
+
+
+def sql_correct(rows: list[dict], responses: list[str]) -> list[bool | None]:
+    """Per held-out prompt: does the response's SQL return the reference query's rows on the prompt's
+    schema? None for prompts that are not SQL or carry no reference (sandboxed: read-only, bounded)."""
+    from .. import trainsets
+    from ..probes import sql as sqlprobe
+
+    out: list[bool | None] = []
+    for i, (row, text) in enumerate(zip(rows, responses, strict=True)):
+        if row.get("task") != "sql" or not row.get("reference") or not row.get("schema"):
+            out.append(None)
+            continue
+        item = {"id": f"held-out prompt {i}", "gold_sql": row["reference"],
+                "_db_path": str(trainsets.schema_path(row["schema"]))}
+        out.append(bool(sqlprobe.score_item(item, text)["correct"]))
+    return out
+
+
+def reference_check(ctx: dict[str, Any], report: dict[str, Any]) -> dict[str, Any] | None:
+    """What the reward model gives the data set's reference answers on the held-out prompts, beside
+    SFT's samples on the same prompts: the gain a policy would show by answering every prompt with its
+    reference (in SFT SD, as the policies' gains), how often the reference outscores SFT's sample, and
+    on SQL prompts where SFT's query is wrong, how often the reward model ranks the correct query
+    higher (0.5 = chance). None when no held-out prompt has a reference."""
+    from .reward import score
+
+    idx = [i for i, r in enumerate(ctx["rows"]) if r.get("reference")]
+    if not idx:
+        return None
+    base = report["policies"]["sft"]
+    ref = score(ctx["rm"], ctx["rm_tok"], [ctx["prompts"][i] for i in idx],
+                [[{"role": "assistant", "content": ctx["rows"][i]["reference"]}] for i in idx])
+    sft = [base["samples"][i]["score"] for i in idx]
+    wrong = [j for j, i in enumerate(idx) if base["sql_correct"][i] is False]
+    std = base["std_score"]
+    return {"n": len(idx), "mean_score": statistics.fmean(ref), "sft_mean_score": statistics.fmean(sft),
+            "gain_in_sft_std": (statistics.fmean(ref) - statistics.fmean(sft)) / std if std else None,
+            "above_sft": sum(r > s for r, s in zip(ref, sft, strict=True)),
+            "sql_sft_wrong": len(wrong), "sql_above_wrong_sft": sum(ref[j] > sft[j] for j in wrong),
+            "by_task": {t: statistics.fmean(r for r, i in zip(ref, idx, strict=True) if ctx["tasks"][i] == t)
+                        for t in sorted({ctx["tasks"][i] for i in idx})},
+            "scores": ref}
 
 
 def expected_best_of(scores: list[float], k: int) -> float:
@@ -252,5 +304,18 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
                      + " SFT SD")
             if p.get("gain_in_sft_within_task_std") is not None:
                 line += f" ({p['gain_in_sft_within_task_std']:+.2f} within-task SD)"
+        flags = [f for f in p.get("sql_correct") or [] if f is not None]
+        if flags:
+            line += f"  SQL correct {sum(flags)}/{len(flags)}"
         lines.append(line)
+    if ref := report.get("reference"):
+        gain = ref["gain_in_sft_std"]
+        lines.append(f"reference answers: mean score {ref['mean_score']:6.2f} on {ref['n']} prompts (SFT "
+                     f"{ref['sft_mean_score']:.2f}), gain {gain:+.2f} SFT SD if a policy gave every one; above "
+                     f"SFT's sample on {ref['above_sft']}/{ref['n']}" if gain is not None else
+                     f"reference answers: mean score {ref['mean_score']:6.2f} on {ref['n']} prompts")
+        if ref["sql_sft_wrong"]:
+            lines.append(f"on the {ref['sql_sft_wrong']} SQL prompts where SFT's query is wrong, the reward model "
+                         f"scores the reference query higher on {ref['sql_above_wrong_sft']} "
+                         f"({ref['sql_above_wrong_sft'] / ref['sql_sft_wrong']:.0%}; 50% = chance)")
     return lines

@@ -159,3 +159,57 @@ def train_reward(profile: Profile, *, resume: bool = False, data: str | Path | N
             profile, "reward", {"reward": args, "lora": lora},
             {"base_model": str(base_dir), "data": str(data_file), "fingerprint": fp}))
     return metrics
+
+
+def pairs_from_samples(rows: list[dict], texts: list[list[str]], flags: list[list[bool | None]], *,
+                       seed: int = 0, max_per_prompt: int = 2) -> list[dict]:
+    """Preference rows from sampled SQL that was run: per prompt, up to ``max_per_prompt`` distinct wrong
+    responses, each rejected against the reference query or a sampled query that returned the right
+    rows. ``texts[i]``/``flags[i]``: prompt i's responses and whether each is correct (None: not
+    checked, left out)."""
+    import random
+
+    rng = random.Random(seed)
+    out = []
+    for row, said, ok in zip(rows, texts, flags, strict=True):
+        good = [row["reference"]] + [t for t, f in zip(said, ok, strict=True) if f]
+        bad = list(dict.fromkeys(t for t, f in zip(said, ok, strict=True) if f is False and t.strip()))
+        for text in bad[:max_per_prompt]:
+            out.append({"prompt": row["prompt"], "chosen": [{"role": "assistant", "content": rng.choice(good)}],
+                        "rejected": [{"role": "assistant", "content": text}], "task": "sql",
+                        "schema": row.get("schema"), "split": "train"})
+    return out
+
+
+def execution_pairs(profile: Profile, *, samples: int = 4, seed: int = 7000,
+                    max_per_prompt: int = 2) -> dict[str, Any]:
+    """Preference pairs from the SFT model's own mistakes: ``samples`` responses per RL training SQL
+    prompt (the RL temperature and length), each run against its schema (read-only, bounded); a
+    query that returns the wrong rows becomes a rejected answer, beside the reference query. The
+    data set's synthetic pairs cover a few templated failure kinds; these are the errors the policy
+    actually makes (invented columns, made-up constants), which is what RL will push on.
+
+    Returns ``pairs`` (preference rows, split "train") and the counts."""
+    from . import heldout
+    from .ppo import load_prompts, rl_dtype
+
+    if samples < 1:
+        raise ValueError(f"execution pairs: samples must be at least 1, got {samples}")
+    rows = [r for r in load_prompts(profile) if r.get("task") == "sql" and r.get("reference") and r.get("schema")]
+    if not rows:
+        raise ValueError("execution pairs: no SQL training prompt with a reference and a schema")
+    ppo = common.section(profile, "ppo")
+    model, tok = heldout._load_causal(common.require_stage(profile, "sft"), rl_dtype(), common.device())
+    texts: list[list[str]] = [[] for _ in rows]
+    flags: list[list[bool | None]] = [[] for _ in rows]
+    prompts = [r["prompt"] for r in rows]
+    for round_ in range(samples):
+        drawn = heldout.sample(model, tok, prompts, max_new_tokens=int(ppo.get("response_length", 64)),
+                               temperature=float(ppo.get("temperature", 0.7)), seed=seed + round_)
+        said = [d["text"] for d in drawn]
+        for i, (t, f) in enumerate(zip(said, heldout.sql_correct(rows, said), strict=True)):
+            texts[i].append(t)
+            flags[i].append(f)
+    pairs = pairs_from_samples(rows, texts, flags, seed=seed, max_per_prompt=max_per_prompt)
+    n = sum(len(f) for f in flags)
+    return {"pairs": pairs, "prompts": len(rows), "samples": n, "correct": sum(sum(bool(x) for x in f) for f in flags)}
