@@ -249,6 +249,18 @@ def conclusions(df, heldout: dict[str, Any] | None = None,
                 f"({share:.0%}; 50% is chance), so its score "
                 + ("tracks SQL correctness on new prompts." if share >= 0.75 else
                    "does NOT reliably tell a correct query from a wrong one on prompts it never saw."))
+        const = heldout.get("constant_answers")
+        if const and const.get("best_by_task_gain_in_sft_std") is not None and sft:
+            top = max(const["answers"], key=lambda a: const["answers"][a]["mean_score"])
+            c, mixed = const["answers"][top], const["best_by_task_gain_in_sft_std"]
+            out.append(
+                f"The same fixed reply to every held-out prompt scores up to {_fmt(c['mean_score'])} ({top!r}) against "
+                f"SFT's {_fmt(sft['mean_score'])} ({c['gain_in_sft_std']:+.2f} SFT standard deviations; one fixed "
+                f"reply per task {mixed:+.2f}): "
+                + ("the reward model rates a reply that ignores the question above SFT's answers, so its score can "
+                   "be raised without answering (reward hacking) and a gain in it is not by itself evidence of a "
+                   "better model" + (", and such a policy alone would meet the target." if mixed >= 0.5 else ".")
+                   if mixed > 0 else "no fixed reply outscores SFT's answers."))
     return out
 
 

@@ -152,6 +152,13 @@ def test_heldout_command_and_where_the_reward_model_runs(chain, tmp_path, monkey
     assert [f is None for f in flags] == [False, False, True]
     assert ref["sql_sft_wrong"] == flags.count(False)
     assert f"reference answers: mean score {ref['mean_score']:6.2f} on 3 prompts" in printed
+    const = report["constant_answers"]  # each fixed reply scored on every prompt, against SFT's samples
+    sft = report["policies"]["sft"]
+    assert set(const["answers"]) == {"yes", "no", "I don't know."}
+    for c in const["answers"].values():
+        assert len(c["scores"]) == 3 and len(set(c["scores"])) > 1  # a different prompt, a different score
+        assert c["gain_in_sft_std"] == pytest.approx((c["mean_score"] - sft["mean_score"]) / sft["std_score"])
+    assert "one fixed answer to every prompt, gain in SFT SD: 'yes'" in printed
     bon = report["best_of_n"]
     scores = bon["scores"]
     assert len(scores) == 3 and all(len(row) == 3 for row in scores)

@@ -147,6 +147,46 @@ def test_reference_sentences_say_whether_the_reward_model_tracks_correctness():
     assert "would meet the target" in lines[-2] and lines[-1].endswith("tracks SQL correctness on new prompts.")
 
 
+def test_fixed_replies_show_whether_the_score_can_be_raised_without_answering(monkeypatch):
+    """Each fixed reply is scored on every prompt; the per-task pick takes each task's best reply."""
+    from llamalab.train import heldout, reward
+
+    # a stand-in reward model: the reply's length, plus 10 on the clickbait prompt (the prompt's last word)
+    def fake(rm, tok, prompts, resp):
+        return [len(r[-1]["content"]) + (10.0 if p[-1]["content"] == "clickbait" else 0.0)
+                for p, r in zip(prompts, resp, strict=True)]
+
+    monkeypatch.setattr(reward, "score", fake)
+    tasks = ["sql", "sql", "clickbait", "joke"]
+    sft_scores = [4.0, 1.0, 11.0, 30.0]
+    report = {"policies": {"sft": {"mean_score": statistics.fmean(sft_scores), "std_score": 2.0, "mean_kl": 0.0,
+                                   "samples": [{"score": x} for x in sft_scores]}}}
+    ctx = {"prompts": [[{"role": "user", "content": t}] for t in tasks], "tasks": tasks, "rm": None, "rm_tok": None}
+    const = heldout.constant_answers(ctx, report, answers=("no", "yes!"))
+    no, yes = const["answers"]["no"], const["answers"]["yes!"]
+    assert no["scores"] == [2.0, 2.0, 12.0, 2.0] and yes["scores"] == [4.0, 4.0, 14.0, 4.0]
+    assert no["gain_in_sft_std"] == pytest.approx((4.5 - 11.5) / 2.0)
+    assert (no["above_sft"], yes["above_sft"]) == (2, 2)  # prompts 1 and 2; a tie (4.0 vs 4.0) is not above
+    assert yes["by_task"] == {"clickbait": 14.0, "joke": 4.0, "sql": 4.0}
+    assert const["best_by_task"] == {"clickbait": "yes!", "joke": "yes!", "sql": "yes!"}
+    assert const["best_by_task_gain_in_sft_std"] == pytest.approx((6.5 - 11.5) / 2.0)
+    line = heldout.summary_lines({"n_prompts": 4, "temperature": 0.7, "sft_within_task_std": 1.0, **report,
+                                  "constant_answers": const})[-1]
+    assert line.startswith("one fixed answer to every prompt, gain in SFT SD: 'no' -3.50 (above SFT on 2/4)")
+    assert line.endswith("picked on these prompts) -2.50")
+
+    summary = {"n_prompts": 4, "policies": report["policies"], "constant_answers": const}
+    assert study.conclusions(_table(), summary, pairs=[("base", "sft")])[-1].endswith(
+        "(-2.50 SFT standard deviations; one fixed reply per task -2.50): no fixed reply outscores SFT's answers.")
+    sft_scores[3] = 3.0  # now the joke answer is worse than "yes!", and the fixed replies win
+    report["policies"]["sft"].update(mean_score=statistics.fmean(sft_scores), samples=[{"score": x} for x in sft_scores])
+    const = heldout.constant_answers(ctx, report, answers=("no", "yes!"))
+    assert const["best_by_task_gain_in_sft_std"] == pytest.approx((6.5 - 4.75) / 2.0)
+    line = study.conclusions(_table(), {**summary, "constant_answers": const}, pairs=[("base", "sft")])[-1]
+    assert "scores up to 6.50 ('yes!') against SFT's 4.75 (+0.88 SFT standard deviations" in line
+    assert line.endswith("not by itself evidence of a better model, and such a policy alone would meet the target.")
+
+
 def test_degenerate_detection():
     assert study.is_degenerate("")
     assert study.is_degenerate("the cat the cat the cat the cat the cat the cat")
