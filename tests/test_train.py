@@ -113,6 +113,38 @@ def test_rl_tasks_choose_the_training_prompts_and_leave_held_out_whole(tmp_path,
         load_prompts(prof)
 
 
+def test_fixed_reply_pairs_take_the_place_of_the_last_training_pairs(tmp_path, runs):
+    from llamalab.train.reward import FIXED_REPLIES, load_pair_splits
+
+    prof = _tiny_profile(tmp_path)
+    prof.extra["data"] = {"pairs_train": 40, "pairs_eval": 8}
+    plain, evals = load_pair_splits(prof)
+    prof.extra["data"]["fixed_reply_pairs"] = 10
+    mixed, evals2 = load_pair_splits(prof)
+    assert len(mixed) == 40 and evals2 == evals  # same budget; the eval pairs untouched
+
+    def said(turns):
+        return turns[-1]["content"]
+
+    added = [r for r in mixed if said(r["rejected"]) in FIXED_REPLIES and r not in plain]
+    kept = [r for r in mixed if r not in added]
+    assert len(added) == 10 and sorted(map(json.dumps, kept)) == sorted(map(json.dumps, plain[:30]))
+    by_prompt = {json.dumps(r["prompt"]): r for r in plain[:30]}
+    for r in added:  # a real answer from the kept pairs, never itself a fixed reply, above a fixed one
+        source = by_prompt[json.dumps(r["prompt"])]
+        assert r["chosen"] == source["chosen"] and said(r["chosen"]) not in FIXED_REPLIES
+    assert len({json.dumps(r["prompt"]) for r in added}) == 10  # drawn without replacement
+    assert mixed != plain[:30] + added  # shuffled in, not appended where max_steps may never reach
+    assert load_pair_splits(prof) == (mixed, evals)  # seeded
+    for bad in (40, 0, "ten", True):
+        prof.extra["data"]["fixed_reply_pairs"] = bad
+        if bad == 0:
+            assert load_pair_splits(prof)[0] == plain  # 0 = off, as null
+            continue
+        with pytest.raises(config.ConfigError, match=r"tinyprof.yaml: data.fixed_reply_pairs: .* between 1 and 39"):
+            load_pair_splits(prof)
+
+
 def test_same_seed_gives_same_metrics(tmp_path, runs):
     from llamalab.train.sft import train_sft
 

@@ -204,11 +204,8 @@ def reference_check(ctx: dict[str, Any], report: dict[str, Any]) -> dict[str, An
             "scores": ref}
 
 
-CONSTANT_ANSWERS = ("yes", "no", "I don't know.")
-
-
 def constant_answers(ctx: dict[str, Any], report: dict[str, Any],
-                     answers: tuple[str, ...] = CONSTANT_ANSWERS) -> dict[str, Any]:
+                     answers: tuple[str, ...] | None = None) -> dict[str, Any]:
     """A reward-hacking check on the score itself: what the reward model gives one fixed answer, the
     same for every held-out prompt, beside SFT's samples. A fixed answer carries no information about
     the prompt, so where it outscores SFT the reward model can be raised without answering anything,
@@ -217,9 +214,11 @@ def constant_answers(ctx: dict[str, Any], report: dict[str, Any],
     Per answer: mean score, gain in SFT SD (as the policies' gains), on how many prompts it beats SFT's
     sample, and the mean per task. ``best_by_task`` picks, for each task, the answer with the highest
     mean score there (picked on these same prompts, so an upper bound): the score of a policy that only
-    recognises the task and says one fixed thing."""
-    from .reward import score
+    recognises the task and says one fixed thing. ``answers``: default ``reward.FIXED_REPLIES``, which
+    the profile key ``data.fixed_reply_pairs`` teaches a reward model to put below real answers."""
+    from .reward import FIXED_REPLIES, score
 
+    answers = answers or FIXED_REPLIES
     base = report["policies"]["sft"]
     sft = [s["score"] for s in base["samples"]]
     std, tasks, prompts = base["std_score"], ctx["tasks"], ctx["prompts"]

@@ -19,9 +19,14 @@ from ..config import Profile
 from . import common
 
 DEFAULT_DATA = "train/preferences.jsonl"
+FIXED_REPLIES = ("yes", "no", "I don't know.")  # replies that ignore the question (heldout.constant_answers)
 
 
 def load_pair_splits(profile: Profile, data: str | Path | None = None) -> tuple[list[dict], list[dict]]:
+    """(train, eval) pairs: the profile's ``data.pairs_train``/``pairs_eval`` first rows of each split.
+    With ``data.fixed_reply_pairs`` = k, the last k of the training rows give way to k pairs that
+    reject a fixed reply (``fixed_reply_pairs``)."""
+    from ..config import ConfigError
     from ..trainsets import load_preferences
 
     rows = load_preferences(Path(data) if data else paths.data_dir() / DEFAULT_DATA)
@@ -30,7 +35,38 @@ def load_pair_splits(profile: Profile, data: str | Path | None = None) -> tuple[
     train = [{k: r[k] for k in keep} for r in rows if r.get("split", "train") == "train"]
     evals = [{k: r[k] for k in keep} for r in rows if r.get("split") == "eval"]
     n_train, n_eval = lim.get("pairs_train"), lim.get("pairs_eval")
-    return train[:n_train] if n_train else train, evals[:n_eval] if n_eval else evals
+    train = train[:n_train] if n_train else train
+    if k := lim.get("fixed_reply_pairs"):
+        if not isinstance(k, int) or isinstance(k, bool) or not 0 < k < len(train):
+            raise ConfigError(f"{profile.path}: data.fixed_reply_pairs: {k!r} is not a whole number between 1 "
+                              f"and {len(train) - 1} (the training pairs)")
+        train = fixed_reply_pairs(train[:len(train) - k], k)
+    return train, evals[:n_eval] if n_eval else evals
+
+
+def fixed_reply_pairs(rows: list[dict], k: int, *, replies: tuple[str, ...] = FIXED_REPLIES,
+                      seed: int = 0) -> list[dict]:
+    """``rows`` plus k pairs that put a fixed reply ("yes", "no", ...) below a real answer, shuffled in.
+
+    Bradley-Terry pairs only compare two replies to the same prompt. In the data set a bare "yes" or
+    "no" only ever answers a clickbait prompt, where it is the chosen reply of every pair, so nothing
+    stops a reward model from rating "yes" to a joke above any explanation: on the cpu profile it does
+    (``heldout.constant_answers``).
+    Each added pair takes a row whose chosen reply is not itself one of ``replies`` (drawn without
+    replacement) and rejects a random fixed reply against that chosen one."""
+    import random
+
+    rng = random.Random(seed)
+    fixed = {r.lower() for r in replies}
+    cands = [r for r in rows if _as_messages(r["chosen"], "assistant")[-1]["content"].strip().lower() not in fixed]
+    if k > len(cands):
+        raise ValueError(f"{k} fixed-reply pairs asked for, but only {len(cands)} rows have a chosen reply to "
+                         "keep")
+    added = [{"prompt": r["prompt"], "chosen": r["chosen"],
+              "rejected": [{"role": "assistant", "content": rng.choice(replies)}]} for r in rng.sample(cands, k)]
+    out = rows + added
+    rng.shuffle(out)
+    return out
 
 
 def load_reward_model(path: str | Path, dtype: Any = "float32", device: str | None = None):
