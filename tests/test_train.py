@@ -143,6 +143,10 @@ def test_fixed_reply_pairs_take_the_place_of_the_last_training_pairs(tmp_path, r
             continue
         with pytest.raises(config.ConfigError, match=r"tinyprof.yaml: data.fixed_reply_pairs: .* between 1 and 39"):
             load_pair_splits(prof)
+    prof.extra["data"]["fixed_reply_pairs"] = 39  # one pair kept: too few real answers to pair with
+    with pytest.raises(config.ConfigError, match=r"tinyprof.yaml: data.fixed_reply_pairs: 39 fixed-reply pairs asked "
+                                                 r"for, but only [01] rows"):
+        load_pair_splits(prof)
 
 
 def test_same_seed_gives_same_metrics(tmp_path, runs):

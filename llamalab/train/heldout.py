@@ -199,8 +199,7 @@ def reference_check(ctx: dict[str, Any], report: dict[str, Any]) -> dict[str, An
             "gain_in_sft_std": (statistics.fmean(ref) - statistics.fmean(sft)) / std if std else None,
             "above_sft": sum(r > s for r, s in zip(ref, sft, strict=True)),
             "sql_sft_wrong": len(wrong), "sql_above_wrong_sft": sum(ref[j] > sft[j] for j in wrong),
-            "by_task": {t: statistics.fmean(r for r, i in zip(ref, idx, strict=True) if ctx["tasks"][i] == t)
-                        for t in sorted({ctx["tasks"][i] for i in idx})},
+            "by_task": task_means([ctx["tasks"][i] for i in idx], ref),
             "scores": ref}
 
 
@@ -224,15 +223,14 @@ def constant_answers(ctx: dict[str, Any], report: dict[str, Any],
     std, tasks, prompts = base["std_score"], ctx["tasks"], ctx["prompts"]
 
     def gain(mean: float) -> float | None:
-        return (mean - statistics.fmean(sft)) / std if std else None
+        return (mean - base["mean_score"]) / std if std else None
 
     per: dict[str, dict[str, Any]] = {}
     for a in answers:
         sc = score(ctx["rm"], ctx["rm_tok"], prompts, [[{"role": "assistant", "content": a}]] * len(prompts))
         per[a] = {"mean_score": statistics.fmean(sc), "gain_in_sft_std": gain(statistics.fmean(sc)),
                   "above_sft": sum(x > s for x, s in zip(sc, sft, strict=True)),
-                  "by_task": {t: statistics.fmean(x for x, y in zip(sc, tasks, strict=True) if y == t)
-                              for t in sorted(set(tasks))},
+                  "by_task": task_means(tasks, sc),
                   "scores": sc}
     best = {t: max(answers, key=lambda a: per[a]["by_task"][t]) for t in sorted(set(tasks))}
     mixed = [per[best[t]]["scores"][i] for i, t in enumerate(tasks)]
@@ -286,8 +284,7 @@ def best_of_n(ctx: dict[str, Any], n: int, seed: int = 5000) -> dict[str, Any]:
         best = [expected_best_of(row, k) for row in per_prompt]
         curve.append({"k": k, "mean_score": statistics.fmean(best), "kl_bound": best_of_n_kl(k),
                       "gain_in_sft_std": (statistics.fmean(best) - mean) / std if std else None,
-                      "by_task": {t: statistics.fmean(b for b, x in zip(best, tasks, strict=True) if x == t)
-                                  for t in sorted(set(tasks))}})
+                      "by_task": task_means(tasks, best)})
     return {"n": n, "n_prompts": len(prompts), "temperature": ctx["temperature"],
             "max_new_tokens": ctx["max_new_tokens"], "sft_mean_score": mean, "sft_std_score": std,
             "curve": curve, "tasks": tasks, "scores": per_prompt}
@@ -320,11 +317,16 @@ def by_task(tasks: list[str], scores: list[float], kls: list[float]) -> dict[str
     return out
 
 
+def task_means(tasks: list[str], values: list[float]) -> dict[str, float]:
+    """The mean of ``values`` per task, tasks in sorted order."""
+    return {t: statistics.fmean(v for v, x in zip(values, tasks, strict=True) if x == t) for t in sorted(set(tasks))}
+
+
 def within_task_std(tasks: list[str], scores: list[float]) -> float | None:
     """The standard deviation of scores around their own task's mean (pooled over tasks). The plain
     standard deviation of a mixed prompt set is mostly the gap between tasks (the reward model's
     scale differs by task), which no policy change within a task can move."""
-    means = {t: statistics.fmean(s for s, x in zip(scores, tasks, strict=True) if x == t) for t in set(tasks)}
+    means = task_means(tasks, scores)
     resid = [s - means[t] for s, t in zip(scores, tasks, strict=True)]
     return math.sqrt(statistics.fmean(r * r for r in resid)) if resid else None
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import models, paths
-from ..config import Profile
+from ..config import ConfigError, Profile
 from . import common
 
 DEFAULT_DATA = "train/preferences.jsonl"
@@ -26,7 +26,6 @@ def load_pair_splits(profile: Profile, data: str | Path | None = None) -> tuple[
     """(train, eval) pairs: the profile's ``data.pairs_train``/``pairs_eval`` first rows of each split.
     With ``data.fixed_reply_pairs`` = k, the last k of the training rows give way to k pairs that
     reject a fixed reply (``fixed_reply_pairs``)."""
-    from ..config import ConfigError
     from ..trainsets import load_preferences
 
     rows = load_preferences(Path(data) if data else paths.data_dir() / DEFAULT_DATA)
@@ -37,10 +36,14 @@ def load_pair_splits(profile: Profile, data: str | Path | None = None) -> tuple[
     n_train, n_eval = lim.get("pairs_train"), lim.get("pairs_eval")
     train = train[:n_train] if n_train else train
     if k := lim.get("fixed_reply_pairs"):
+        where = f"{profile.path}: data.fixed_reply_pairs"
         if not isinstance(k, int) or isinstance(k, bool) or not 0 < k < len(train):
-            raise ConfigError(f"{profile.path}: data.fixed_reply_pairs: {k!r} is not a whole number between 1 "
-                              f"and {len(train) - 1} (the training pairs)")
-        train = fixed_reply_pairs(train[:len(train) - k], k)
+            raise ConfigError(f"{where}: {k!r} is not a whole number between 1 and {len(train) - 1} (the training "
+                              "pairs)")
+        try:
+            train = fixed_reply_pairs(train[:len(train) - k], k)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
     return train, evals[:n_eval] if n_eval else evals
 
 
@@ -51,9 +54,8 @@ def fixed_reply_pairs(rows: list[dict], k: int, *, replies: tuple[str, ...] = FI
     Bradley-Terry pairs only compare two replies to the same prompt. In the data set a bare "yes" or
     "no" only ever answers a clickbait prompt, where it is the chosen reply of every pair, so nothing
     stops a reward model from rating "yes" to a joke above any explanation: on the cpu profile it does
-    (``heldout.constant_answers``).
-    Each added pair takes a row whose chosen reply is not itself one of ``replies`` (drawn without
-    replacement) and rejects a random fixed reply against that chosen one."""
+    (``heldout.constant_answers``). Each added pair takes a row whose chosen reply is not itself one of
+    ``replies`` (drawn without replacement) and rejects a random fixed reply against that chosen one."""
     import random
 
     rng = random.Random(seed)
