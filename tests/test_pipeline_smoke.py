@@ -124,8 +124,8 @@ def test_heldout_command_and_where_the_reward_model_runs(chain, tmp_path, monkey
     the RL dtype on this process's device (on a GPU it would otherwise score on the CPU in fp32), and
     RLOO loads it the same way."""
     from llamalab import __main__ as cli
-    from llamalab.train import common, reward
-    from llamalab.train.ppo import rl_dtype
+    from llamalab.train import common, heldout, reward
+    from llamalab.train.ppo import load_prompts, rl_dtype
     from llamalab.train.rloo import train_rloo
 
     calls = []
@@ -170,6 +170,18 @@ def test_heldout_command_and_where_the_reward_model_runs(chain, tmp_path, monkey
     assert last["mean_score"] == pytest.approx(sum(max(row) for row in scores) / 3)
     assert first["mean_score"] <= bon["curve"][1]["mean_score"] <= last["mean_score"]
     assert f"best-of-3   mean score {last['mean_score']:6.2f}" in printed
+    # the two SQL prompts' samples were run: k=1 is a random sample's correctness, k=3 the top score's
+    assert bon["n_sql"] == 2 and [len(r) for r in bon["texts"]] == [3, 3, 3]
+    ok = bon["sql_correct"]
+    assert [row.count(None) for row in ok] == [0, 0, 3]
+    assert all(isinstance(f, bool) for f in ok[0] + ok[1])
+    assert first["sql_picked_correct"] == pytest.approx(sum(row.count(True) / 3 for row in ok[:2]))
+    top = [ok[i][max(range(3), key=lambda j: (scores[i][j], j))] for i in range(2)]
+    assert last["sql_picked_correct"] == pytest.approx(sum(top))
+    assert last["sql_any_correct"] == sum(any(row) for row in ok[:2])
+    rows = load_prompts(chain["profile"], heldout=True)[:2]  # the kept texts are what was judged
+    assert heldout.sql_correct(rows, [bon["texts"][i][-1] for i in range(2)]) == [ok[0][-1], ok[1][-1]]
+    assert f"SQL correct: the reward model's pick {last['sql_picked_correct']:.1f}/2, any of 3" in printed
     assert cli.main(["heldout", "--profile", "smoke", "--best-of", "1"]) == 2
     assert "--best-of 1: needs at least 2" in capsys.readouterr().err
 

@@ -70,6 +70,31 @@ def test_expected_best_of_k_matches_every_subset():
     assert best_of_n_kl(8) == pytest.approx(math.log(8) - 7 / 8)
 
 
+def test_what_the_best_score_picks_and_any_of_k_match_every_subset():
+    """The expected correctness of the reward model's pick among k samples, and of 'any of k is
+    correct', against enumerating every k-subset; the pick is not the best-valued sample."""
+    import itertools
+
+    from llamalab.train.heldout import any_of, expected_best_of
+
+    scores = [0.3, -1.2, 2.5, 0.3, 1.1, -0.4]  # a tie at 0.3: the later sample is picked
+    values = [1.0, 1.0, 0.0, 0.0, 0.0, 1.0]  # the top-scored sample is wrong
+    flags = [v == 1.0 for v in values]
+    for k in range(1, len(scores) + 1):
+        subsets = list(itertools.combinations(range(len(scores)), k))
+        picked = [values[max(s, key=lambda i: (scores[i], i))] for s in subsets]
+        assert expected_best_of(scores, k, values) == pytest.approx(statistics.fmean(picked))
+        assert any_of(flags, k) == pytest.approx(statistics.fmean(any(flags[i] for i in s) for s in subsets))
+    assert expected_best_of(scores, 1, values) == pytest.approx(0.5)
+    assert expected_best_of(scores, 6, values) == 0.0  # the top score's sample, wrong
+    assert expected_best_of([0.3, 0.3], 2, [1.0, 0.0]) == 0.0  # tie: the later one
+    assert any_of(flags, 4) == 1.0 and any_of([False] * 3, 2) == 0.0
+    with pytest.raises(ValueError, match="2 values for 6"):
+        expected_best_of(scores, 2, [1.0, 0.0])
+    with pytest.raises(ValueError, match="any of 7"):
+        any_of(flags, 7)
+
+
 def test_reference_answers_and_sql_execution_calibrate_the_held_out_score(monkeypatch):
     """The held-out report says what the reference answers score and how often the reward model
     ranks a correct query above SFT's wrong one; SQL correctness comes from running the queries."""

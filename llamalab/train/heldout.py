@@ -7,7 +7,9 @@ to the reference (the SFT model) is estimated per sequence as the sum over respo
 
 ``best_of_n`` gives the baseline on the same prompts: the score that picking the best of k samples
 from the SFT model reaches, and the KL that costs (``evaluate_policies(..., best_of=N)``,
-``python -m llamalab heldout --best-of N``).
+``python -m llamalab heldout --best-of N``). On SQL prompts it also runs every sample's query, so it
+says whether the reward model's pick is correct more often than a random sample, and how often any of
+the k is (the most a reranker could get).
 
 ``reference_check`` calibrates the score itself: the held-out prompts carry reference answers (the
 gold query for SQL), so the report says what a policy that gave every reference answer would score,
@@ -239,14 +241,28 @@ def constant_answers(ctx: dict[str, Any], report: dict[str, Any],
             "best_by_task_gain_in_sft_std": gain(statistics.fmean(mixed))}
 
 
-def expected_best_of(scores: list[float], k: int) -> float:
+def expected_best_of(scores: list[float], k: int, values: list[float] | None = None) -> float:
     """Unbiased estimate, from n >= k scored samples of one prompt, of the expected best score among k
-    samples: the i-th smallest score is the best of a k-subset in C(i-1, k-1) of the C(n, k) subsets."""
+    samples: the i-th smallest score is the best of a k-subset in C(i-1, k-1) of the C(n, k) subsets.
+    With ``values`` (one per sample), the expected value of the sample that the best score picks
+    instead (e.g. 1.0 where its SQL is correct); of samples with equal scores, the later one is picked."""
     n = len(scores)
     if not 1 <= k <= n:
         raise ValueError(f"best of {k} needs 1 <= k <= {n} samples")
-    ordered = sorted(scores)
-    return sum(math.comb(i, k - 1) * ordered[i] for i in range(k - 1, n)) / math.comb(n, k)
+    if values is not None and len(values) != n:
+        raise ValueError(f"{len(values)} values for {n} scored samples")
+    order = sorted(range(n), key=lambda i: scores[i])
+    picked = [scores[i] if values is None else values[i] for i in order]
+    return sum(math.comb(i, k - 1) * picked[i] for i in range(k - 1, n)) / math.comb(n, k)
+
+
+def any_of(flags: list[bool], k: int) -> float:
+    """Unbiased estimate, from n >= k samples of which c pass, of the chance that at least one of k
+    random samples passes: 1 - C(n-c, k) / C(n, k) (pass@k; Chen et al., 2021)."""
+    n, c = len(flags), sum(map(bool, flags))
+    if not 1 <= k <= n:
+        raise ValueError(f"any of {k} needs 1 <= k <= {n} samples")
+    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
 
 
 def best_of_n_kl(k: int) -> float:
@@ -264,30 +280,46 @@ def best_of_n(ctx: dict[str, Any], n: int, seed: int = 5000) -> dict[str, Any]:
     model overoptimization"), and it says how far a given gain lies from the SFT model.
 
     ``ctx`` is ``_setup``'s (``evaluate_policies(..., best_of=n)`` passes its own). Gains are in
-    standard deviations of the SFT scores, pooled over all n samples."""
+    standard deviations of the SFT scores, pooled over all n samples.
+
+    On the SQL prompts with a reference query, every sample's query is run (``sql_correct``), and each
+    k also gets ``sql_picked_correct``, the expected number of those prompts where the reward model's
+    pick among k samples is correct (at k = 1: a random sample's), and ``sql_any_correct``, the
+    expected number where at least one of the k is: whether reranking by this reward model finds
+    correct SQL, measured without going through the reward model."""
     from .reward import score
 
     prompts, tasks = ctx["prompts"], ctx["tasks"]
     per_prompt: list[list[float]] = [[] for _ in prompts]
+    texts: list[list[str]] = [[] for _ in prompts]
+    correct: list[list[bool | None]] = [[] for _ in prompts]
     for round_ in range(n):
         samples = sample(ctx["reference"], ctx["ref_tok"], prompts, max_new_tokens=ctx["max_new_tokens"],
                          temperature=ctx["temperature"], seed=seed + round_)
-        scores = score(ctx["rm"], ctx["rm_tok"], prompts,
-                       [[{"role": "assistant", "content": s["text"]}] for s in samples])
-        for row, sc in zip(per_prompt, scores, strict=True):
-            row.append(sc)
+        replies = [s["text"] for s in samples]
+        scores = score(ctx["rm"], ctx["rm_tok"], prompts, [[{"role": "assistant", "content": t}] for t in replies])
+        flags = sql_correct(ctx["rows"], replies)
+        for i, (sc, t, f) in enumerate(zip(scores, replies, flags, strict=True)):
+            per_prompt[i].append(sc)
+            texts[i].append(t)
+            correct[i].append(f)
     pooled = [x for row in per_prompt for x in row]
     mean, std = statistics.fmean(pooled), statistics.pstdev(pooled)
+    sql = [i for i, row in enumerate(correct) if row[0] is not None]
     ks = sorted({*(2 ** i for i in range(n.bit_length()) if 2 ** i <= n), n})
     curve = []
     for k in ks:
         best = [expected_best_of(row, k) for row in per_prompt]
         curve.append({"k": k, "mean_score": statistics.fmean(best), "kl_bound": best_of_n_kl(k),
                       "gain_in_sft_std": (statistics.fmean(best) - mean) / std if std else None,
-                      "by_task": task_means(tasks, best)})
+                      "by_task": task_means(tasks, best),
+                      "sql_picked_correct": sum(expected_best_of(per_prompt[i], k, [float(bool(f)) for f in correct[i]])
+                                                for i in sql),
+                      "sql_any_correct": sum(any_of(correct[i], k) for i in sql)})
     return {"n": n, "n_prompts": len(prompts), "temperature": ctx["temperature"],
             "max_new_tokens": ctx["max_new_tokens"], "sft_mean_score": mean, "sft_std_score": std,
-            "curve": curve, "tasks": tasks, "scores": per_prompt}
+            "n_sql": len(sql), "curve": curve, "tasks": tasks, "scores": per_prompt, "texts": texts,
+            "sql_correct": correct}
 
 
 def best_of_n_lines(report: dict[str, Any]) -> list[str]:
@@ -295,8 +327,12 @@ def best_of_n_lines(report: dict[str, Any]) -> list[str]:
     lines = [f"best-of-k sampling from the SFT model ({report['n']} samples per prompt, {report['n_prompts']} "
              f"prompts; SFT score SD {report['sft_std_score']:.2f} over all samples)"]
     for c in report["curve"]:
-        lines.append(f"best-of-{c['k']:<3d} mean score {c['mean_score']:6.2f}  KL <= {c['kl_bound']:5.2f} nats  "
-                     f"gain {c['gain_in_sft_std']:+.2f} SFT SD")
+        line = (f"best-of-{c['k']:<3d} mean score {c['mean_score']:6.2f}  KL <= {c['kl_bound']:5.2f} nats  "
+                f"gain {c['gain_in_sft_std']:+.2f} SFT SD")
+        if report.get("n_sql"):
+            line += (f"  SQL correct: the reward model's pick {c['sql_picked_correct']:.1f}/{report['n_sql']}, "
+                     f"any of {c['k']} {c['sql_any_correct']:.1f}/{report['n_sql']}")
+        lines.append(line)
     return lines
 
 
