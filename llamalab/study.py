@@ -172,6 +172,69 @@ def reward_vs_correctness(profile: Profile, results: list[dict[str, Any]]) -> An
     return pd.DataFrame(rows).T
 
 
+# table column -> (probe, the item's yes/no field, the SQL database it is limited to or None)
+ITEM_FLAGS = {"clickbait_accuracy": ("clickbait", "correct", None),
+              "clickbait_format_ok": ("clickbait", "format_ok", None),
+              "sql_valid": ("sql", "valid_sql", None), "sql_exec_acc": ("sql", "correct", None),
+              f"sql_exec_acc_seen({SEEN_DB})": ("sql", "correct", SEEN_DB),
+              f"sql_exec_acc_unseen({UNSEEN_DB})": ("sql", "correct", UNSEEN_DB)}
+
+
+def exact_mcnemar(gained: int, lost: int) -> float:
+    """Two-sided exact McNemar p-value: under "no change", each item that flipped went either way with
+    probability 1/2, so the smaller count is binomial(gained + lost, 1/2). 1.0 when nothing flipped."""
+    from math import comb
+
+    n, k = gained + lost, min(gained, lost)
+    if n == 0:
+        return 1.0
+    return min(1.0, 2 * sum(comb(n, i) for i in range(k + 1)) / 2 ** n)
+
+
+def paired_changes(results: list[dict[str, Any]], before: str, after: str) -> dict[str, dict[str, Any]]:
+    """Item by item, what changed between two models on the same probe items: per table column
+    (``ITEM_FLAGS``), ``n`` items, ``gained`` (wrong before, right after), ``lost`` (the reverse) and
+    the exact McNemar ``p_value``. Two rates that differ by one item of 33 differ by 0.03; this says
+    whether such a change is more than the luck of which items flipped. Items are matched by id; a
+    probe run on different items for the two models is a ValueError that names them."""
+    from pathlib import Path
+
+    def by_label(label):
+        found = {r["probe"]: r for r in results if (r.get("label") or r["model"]) == label}
+        if not found:
+            raise ValueError(f"paired_changes: no probe result is labelled {label!r}")
+        return found
+
+    a, b = by_label(before), by_label(after)
+    out: dict[str, dict[str, Any]] = {}
+    for col, (probe, field, db) in ITEM_FLAGS.items():
+        if probe not in a or probe not in b:
+            continue
+        items_a = {str(it["id"]): it for it in a[probe]["items"]}
+        items_b = {str(it["id"]): it for it in b[probe]["items"]}
+        if items_a.keys() != items_b.keys():
+            only = sorted(items_a.keys() ^ items_b.keys())
+            raise ValueError(f"paired_changes: the {probe} probe ran on different items for {before!r} and {after!r} "
+                             f"(in one but not the other: {', '.join(only[:5])}{' ...' if len(only) > 5 else ''})")
+        ids = [i for i, it in items_a.items() if db is None or Path(str(it.get("db", ""))).stem == db]
+        if not ids:
+            continue
+        pairs = [(bool(items_a[i].get(field)), bool(items_b[i].get(field))) for i in ids]
+        gained = sum(1 for x, y in pairs if y and not x)
+        lost = sum(1 for x, y in pairs if x and not y)
+        out[col] = {"n": len(ids), "gained": gained, "lost": lost, "p_value": exact_mcnemar(gained, lost)}
+    return out
+
+
+def paired_table(results: list[dict[str, Any]], pairs: list[tuple[str, str]]) -> Any:
+    """``paired_changes`` for each (before, after) pair as one DataFrame: a row per pair and metric."""
+    import pandas as pd
+
+    rows = [{"before": before, "after": after, "metric": col, **c}
+            for before, after in pairs for col, c in paired_changes(results, before, after).items()]
+    return pd.DataFrame(rows, columns=["before", "after", "metric", "n", "gained", "lost", "p_value"])
+
+
 def _mean(xs: list[float]) -> float | None:
     return sum(xs) / len(xs) if xs else None
 
@@ -183,11 +246,16 @@ def _fmt(x: Any) -> str:
 KL_TARGET = 10.0  # nats per sequence: the most an RL policy may drift from SFT (issue 5's acceptance)
 
 
+def _p(p: float) -> str:
+    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
+
+
 def conclusions(df, heldout: dict[str, Any] | None = None,
-                pairs: list[tuple[str, str]] | None = None) -> list[str]:
+                pairs: list[tuple[str, str]] | None = None, results: list[dict[str, Any]] | None = None) -> list[str]:
     """Sentences computed from the table: each compares a model with the one it was trained from
     (``pairs``; default: each row with the row before), metric by metric, and says plainly when a
-    stage made things worse."""
+    stage made things worse. With the probe ``results`` behind the table, each change also says how
+    many items flipped each way and whether that is more than chance (``paired_changes``)."""
     metrics = {"clickbait_accuracy": "clickbait accuracy", "clickbait_format_ok": "clickbait format rate",
                "sql_exec_acc": "SQL execution accuracy", "sql_valid": "SQL valid rate",
                f"sql_exec_acc_seen({SEEN_DB})": f"SQL execution accuracy on the seen schema ({SEEN_DB})",
@@ -199,6 +267,8 @@ def conclusions(df, heldout: dict[str, Any] | None = None,
         if before not in labels or after not in labels:
             raise ValueError(f"conclusions: {before!r} or {after!r} is not a row of the table ({labels})")
         better, worse, same = [], [], []
+        flips = paired_changes(results, before, after) if results is not None else {}
+        beyond, within = [], []
         for col, name in metrics.items():
             if col not in df.columns:
                 continue
@@ -206,7 +276,11 @@ def conclusions(df, heldout: dict[str, Any] | None = None,
             if a is None or b is None or a != a or b != b:
                 continue
             delta = b - a
-            (better if delta > 1e-9 else worse if delta < -1e-9 else same).append(f"{name} {_fmt(a)} -> {_fmt(b)}")
+            text = f"{name} {_fmt(a)} -> {_fmt(b)}"
+            if (c := flips.get(col)) and (c["gained"] or c["lost"]):
+                text += f" (items: {c['gained']} gained, {c['lost']} lost, of {c['n']}; {_p(c['p_value'])})"
+                (beyond if c["p_value"] < 0.05 else within).append(name)
+            (better if delta > 1e-9 else worse if delta < -1e-9 else same).append(text)
         parts = []
         if better:
             parts.append("improved " + "; ".join(better))
@@ -214,7 +288,12 @@ def conclusions(df, heldout: dict[str, Any] | None = None,
             parts.append("made WORSE " + "; ".join(worse))
         if same:
             parts.append("left unchanged " + "; ".join(same))
-        out.append(f"From '{before}' to '{after}': " + (", and ".join(parts) if parts else "no comparable metric") + ".")
+        sentence = f"From '{before}' to '{after}': " + (", and ".join(parts) if parts else "no comparable metric") + "."
+        if beyond or within:
+            sentence += (" Item by item (exact McNemar test, two-sided, one test per metric, uncorrected): "
+                         + (f"more than chance for {', '.join(beyond)}" if beyond else "no change is more than chance")
+                         + (f"; within chance for {', '.join(within)}" if beyond and within else "") + ".")
+        out.append(sentence)
     if heldout:
         pol = heldout["policies"]
         sft = pol.get("sft")

@@ -23,6 +23,75 @@ def test_conclusions_follow_the_numbers():
         study.conclusions(_table(), pairs=[("base", "rlhf")])
 
 
+def test_exact_mcnemar_matches_the_binomial_tail():
+    assert study.exact_mcnemar(0, 0) == 1.0
+    assert study.exact_mcnemar(0, 5) == pytest.approx(2 / 32)  # all 5 flips one way: 2 * 0.5**5
+    assert study.exact_mcnemar(6, 0) == pytest.approx(2 / 64)
+    assert study.exact_mcnemar(1, 4) == pytest.approx(2 * (1 + 5) / 32)
+    assert study.exact_mcnemar(4, 1) == study.exact_mcnemar(1, 4)
+    assert study.exact_mcnemar(3, 3) == 1.0  # the tail sum passes 1: capped
+
+
+def _probe_results(label, clickbait_right, sql_right, sql_valid):
+    """Probe results as ``probes.run_probe`` writes them: per-item flags, and summaries computed from
+    them by the probes' own ``summarize``."""
+    from llamalab.probes import clickbait, sql
+
+    cb = [{"id": f"cb-{i}", "label": "yes", "answer": "yes" if ok else "no", "format_ok": True, "correct": ok}
+          for i, ok in enumerate(clickbait_right)]
+    dbs = ["data/probes/sql/events.sql"] * 6 + ["data/probes/sql/library.sql"] * 4
+    q = [{"id": f"sql-{i}", "db": db, "difficulty": "easy", "valid_sql": v, "correct": ok,
+          "failure": None if ok else "wrong_result"}
+         for i, (db, ok, v) in enumerate(zip(dbs, sql_right, sql_valid, strict=True))]
+    return [{"probe": "clickbait", "label": label, "model": label, "prompt_format": "chat", "items": cb,
+             "summary": clickbait.summarize(cb)},
+            {"probe": "sql", "label": label, "model": label, "prompt_format": "chat", "items": q,
+             "summary": sql.summarize(q)}]
+
+
+def _before_after_results():
+    f, t = False, True
+    return (_probe_results("sft", [f] * 6 + [t] * 4, [t, t, f, f, f, f, f, f, f, f], [t] * 5 + [f] * 5)
+            + _probe_results("sft+ppo", [t] * 10, [t, f, f, f, f, f, f, f, f, t], [t] * 5 + [f] * 5))
+
+
+def test_paired_changes_count_the_items_that_flipped():
+    results = _before_after_results()
+    flips = study.paired_changes(results, "sft", "sft+ppo")
+    assert flips["clickbait_accuracy"] == {"n": 10, "gained": 6, "lost": 0, "p_value": pytest.approx(2 / 64)}
+    assert flips["clickbait_format_ok"] == {"n": 10, "gained": 0, "lost": 0, "p_value": 1.0}
+    assert flips["sql_exec_acc"] == {"n": 10, "gained": 1, "lost": 1, "p_value": 1.0}
+    assert flips["sql_exec_acc_seen(events)"] == {"n": 6, "gained": 0, "lost": 1, "p_value": 1.0}
+    assert flips["sql_exec_acc_unseen(library)"] == {"n": 4, "gained": 1, "lost": 0, "p_value": 1.0}
+    table = study.table(results)
+    for col, c in flips.items():  # the flips add up to the table's change, column by column
+        assert (c["gained"] - c["lost"]) / c["n"] == pytest.approx(table.loc["sft+ppo", col] - table.loc["sft", col])
+    rows = study.paired_table(results, [("sft", "sft+ppo")])
+    assert rows.set_index("metric").loc["clickbait_accuracy", ["gained", "lost"]].tolist() == [6, 0]
+    assert len(rows) == len(flips)
+    with pytest.raises(ValueError, match="no probe result is labelled 'rlhf'"):
+        study.paired_changes(results, "sft", "rlhf")
+    results[2]["items"][0]["id"] = "cb-99"  # ppo's clickbait run on another item
+    with pytest.raises(ValueError, match=r"clickbait probe ran on different items .*cb-0, cb-99"):
+        study.paired_changes(results, "sft", "sft+ppo")
+
+
+def test_conclusions_say_which_changes_are_more_than_chance():
+    results = _before_after_results()
+    line = study.conclusions(study.table(results), pairs=[("sft", "sft+ppo")], results=results)[0]
+    assert "improved clickbait accuracy 0.40 -> 1.00 (items: 6 gained, 0 lost, of 10; p = 0.031)" in line
+    assert "made WORSE SQL execution accuracy on the seen schema (events) 0.33 -> 0.17 (items: 0 gained, 1 lost, " \
+           "of 6; p = 1.000)" in line
+    assert ("left unchanged clickbait format rate 1.00 -> 1.00; SQL execution accuracy 0.20 -> 0.20 (items: 1 gained, "
+            "1 lost, of 10; p = 1.000)") in line  # no flip, no test: the format rate has no parenthesis
+    assert line.endswith("more than chance for clickbait accuracy; within chance for SQL execution accuracy, "
+                         "SQL execution accuracy on the seen schema (events), SQL execution accuracy on the unseen "
+                         "schema (library).")
+    only_sql = [r for r in results if r["probe"] == "sql"]
+    line = study.conclusions(study.table(only_sql), pairs=[("sft", "sft+ppo")], results=only_sql)[0]
+    assert line.endswith("no change is more than chance.")
+
+
 def test_heldout_sentence_states_the_acceptance():
     heldout = {"n_prompts": 4, "policies": {
         "sft": {"mean_score": 1.0, "std_score": 2.0, "mean_kl": 0.0, "gain_in_sft_std": 0.0},
