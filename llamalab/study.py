@@ -61,7 +61,8 @@ def table(results: list[dict[str, Any]]):
         row = rows.setdefault(r.get("label") or r["model"], {"prompt": r.get("prompt_format")})
         s = r["summary"]
         if r["probe"] == "clickbait":
-            row.update({"clickbait_accuracy": s["accuracy"], "clickbait_format_ok": s["format_ok_rate"]})
+            row.update({"clickbait_accuracy": s["accuracy"], "clickbait_format_ok": s["format_ok_rate"],
+                        **clickbait_balance(s)})
         elif r["probe"] == "sql":
             row.update({"sql_valid": s["valid_sql_rate"], "sql_exec_acc": s["execution_accuracy"],
                         f"sql_exec_acc_seen({SEEN_DB})": _get(s, "by_db", SEEN_DB, "execution_accuracy"),
@@ -71,6 +72,20 @@ def table(results: list[dict[str, Any]]):
     df = pd.DataFrame.from_dict(rows, orient="index")
     df.index.name = "model"
     return df
+
+
+def clickbait_balance(summary: dict[str, Any]) -> dict[str, float | None]:
+    """From a clickbait summary's confusion: ``clickbait_balanced_acc``, the mean of the accuracy on
+    clickbait titles and on the others (0.5 for one fixed answer to every title, whatever the share
+    of each label; plain accuracy is not: always "no" scores the share of non-clickbait titles), and
+    ``clickbait_yes_share``, the share of titles answered "yes"."""
+    conf, n = summary.get("confusion"), summary.get("n")
+    if not conf or not n:
+        return {"clickbait_balanced_acc": None, "clickbait_yes_share": None}
+    totals = {label: sum(conf[label].values()) for label in ("yes", "no")}
+    recalls = [conf[label][label] / totals[label] for label in ("yes", "no") if totals[label]]
+    return {"clickbait_balanced_acc": sum(recalls) / len(recalls) if len(recalls) == 2 else None,
+            "clickbait_yes_share": (conf["yes"]["yes"] + conf["no"]["yes"]) / n}
 
 
 def side_by_side(results: list[dict[str, Any]], probe: str = "jokes", field: str = "explanation"):
@@ -256,7 +271,8 @@ def conclusions(df, heldout: dict[str, Any] | None = None,
     (``pairs``; default: each row with the row before), metric by metric, and says plainly when a
     stage made things worse. With the probe ``results`` behind the table, each change also says how
     many items flipped each way and whether that is more than chance (``paired_changes``)."""
-    metrics = {"clickbait_accuracy": "clickbait accuracy", "clickbait_format_ok": "clickbait format rate",
+    metrics = {"clickbait_accuracy": "clickbait accuracy", "clickbait_balanced_acc": "clickbait balanced accuracy",
+               "clickbait_format_ok": "clickbait format rate",
                "sql_exec_acc": "SQL execution accuracy", "sql_valid": "SQL valid rate",
                f"sql_exec_acc_seen({SEEN_DB})": f"SQL execution accuracy on the seen schema ({SEEN_DB})",
                f"sql_exec_acc_unseen({UNSEEN_DB})": f"SQL execution accuracy on the unseen schema ({UNSEEN_DB})"}
@@ -294,6 +310,8 @@ def conclusions(df, heldout: dict[str, Any] | None = None,
                          + (f"more than chance for {', '.join(beyond)}" if beyond else "no change is more than chance")
                          + (f"; within chance for {', '.join(within)}" if beyond and within else "") + ".")
         out.append(sentence)
+    if (line := _clickbait_sentence(df, results)) is not None:
+        out.append(line)
     if heldout:
         pol = heldout["policies"]
         sft = pol.get("sft")
@@ -341,6 +359,36 @@ def conclusions(df, heldout: dict[str, Any] | None = None,
                    "better model" + (", and such a policy alone would meet the target." if mixed >= 0.5 else ".")
                    if mixed > 0 else "no fixed reply outscores SFT's answers."))
     return out
+
+
+def _clickbait_sentence(df, results: list[dict[str, Any]] | None) -> str | None:
+    """Whether any model tells clickbait apart better than one fixed answer to every title would."""
+    if "clickbait_balanced_acc" not in df.columns or not df["clickbait_balanced_acc"].notna().any():
+        return None
+    parts, above = [], []
+    for label, row in df.iterrows():
+        bal, share = row["clickbait_balanced_acc"], row.get("clickbait_yes_share")
+        if bal is None or bal != bal:
+            continue
+        # a title whose answer line is exactly yes/no (format ok) was answered, so no_share >= format_ok - yes_share
+        no_share = (row.get("clickbait_format_ok") or 0) - (share or 0)
+        one = ("yes", share) if share is not None and share >= 0.95 else ("no", no_share) if no_share >= 0.95 else None
+        parts.append(f"'{label}' {_fmt(bal)}" + (f" (answers '{one[0]}' to {'at least ' if one[0] == 'no' else ''}"
+                                                  f"{one[1]:.0%} of the titles: its accuracy is the share of titles "
+                                                  "with that label, not skill)" if one else ""))
+        if bal > 0.5:
+            above.append(f"'{label}'")
+    line = ("Clickbait balanced accuracy (the mean of the accuracy on clickbait titles and on the others; 0.50 for "
+            "one fixed answer to every title, below 0.50 for a model that leans the wrong way): " + "; ".join(parts)
+            + ". " + (f"Above 0.50: {', '.join(above)}." if above else
+                      "No model tells clickbait apart better than a fixed answer would."))
+    conf = next((r["summary"].get("confusion") for r in results or [] if r["probe"] == "clickbait"), None)
+    if conf:
+        n = {label: sum(conf[label].values()) for label in ("yes", "no")}
+        top = max(n, key=n.get)
+        line += (f" On these {sum(n.values())} titles, answering '{top}' to every one scores an accuracy of "
+                 f"{n[top] / sum(n.values()):.2f}.")
+    return line
 
 
 def markdown_table(df, digits: int = 3) -> str:

@@ -92,6 +92,45 @@ def test_conclusions_say_which_changes_are_more_than_chance():
     assert line.endswith("no change is more than chance.")
 
 
+def _clickbait_result(label, answers, labels=("yes",) * 4 + ("no",) * 6):
+    from llamalab.probes import clickbait
+
+    items = [{"id": f"cb-{i}", "label": y, "answer": a if a in ("yes", "no") else None,
+              "format_ok": a in ("yes", "no"), "correct": a == y}
+             for i, (y, a) in enumerate(zip(labels, answers, strict=True))]
+    return {"probe": "clickbait", "label": label, "model": label, "prompt_format": "chat", "items": items,
+            "summary": clickbait.summarize(items)}
+
+
+def test_balanced_accuracy_gives_one_fixed_answer_a_half():
+    results = [_clickbait_result("sft", ["no", "no", "no", "yes"] + ["yes"] * 4 + ["no"] * 2),  # leans the wrong way
+               _clickbait_result("sft+rloo", ["yes"] * 10),
+               _clickbait_result("sft+ppo", ["yes"] * 3 + ["no"] + ["no"] * 5 + ["yes"])]
+    table = study.table(results)
+    assert table.loc["sft", "clickbait_accuracy"] == pytest.approx(0.3)
+    assert table.loc["sft", "clickbait_balanced_acc"] == pytest.approx((1 / 4 + 2 / 6) / 2)
+    assert table.loc["sft", "clickbait_yes_share"] == pytest.approx(0.5)
+    # "yes" to everything: accuracy is the share of clickbait titles (0.4), balanced accuracy exactly 0.5
+    assert table.loc["sft+rloo", ["clickbait_accuracy", "clickbait_balanced_acc", "clickbait_yes_share"]].tolist() \
+        == pytest.approx([0.4, 0.5, 1.0])
+    assert table.loc["sft+ppo", "clickbait_balanced_acc"] == pytest.approx((3 / 4 + 5 / 6) / 2)
+    lines = study.conclusions(table, pairs=[("sft", "sft+rloo")], results=results)
+    assert "improved clickbait accuracy 0.30 -> 0.40" in lines[0]
+    assert "clickbait balanced accuracy 0.29 -> 0.50" in lines[0]
+    assert lines[1].startswith("Clickbait balanced accuracy (")
+    assert "'sft' 0.29; 'sft+rloo' 0.50 (answers 'yes' to 100% of the titles: its accuracy is the share" in lines[1]
+    assert "Above 0.50: 'sft+ppo'." in lines[1]
+    assert lines[1].endswith("On these 10 titles, answering 'no' to every one scores an accuracy of 0.60.")
+    results.append(_clickbait_result("base", ["no"] * 10))
+    assert "'base' 0.50 (answers 'no' to at least 100% of the titles" in study.conclusions(study.table(results))[-1]
+    results.append(_clickbait_result("base (chat)", ["I think so"] * 10))  # no answer at all: no fixed answer
+    assert "'base (chat)' 0.00." in study.conclusions(study.table(results))[-1]
+    worse = study.table(results[:2])
+    assert "No model tells clickbait apart better than a fixed answer would." in study.conclusions(worse)[-1]
+    assert study.clickbait_balance({"n": 0, "confusion": None}) == {"clickbait_balanced_acc": None,
+                                                                     "clickbait_yes_share": None}
+
+
 def test_heldout_sentence_states_the_acceptance():
     heldout = {"n_prompts": 4, "policies": {
         "sft": {"mean_score": 1.0, "std_score": 2.0, "mean_kl": 0.0, "gain_in_sft_std": 0.0},
