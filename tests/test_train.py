@@ -149,6 +149,84 @@ def test_fixed_reply_pairs_take_the_place_of_the_last_training_pairs(tmp_path, r
         load_pair_splits(prof)
 
 
+def test_execution_pairs_take_the_place_of_the_first_training_pairs(tmp_path, runs):
+    from llamalab.train.reward import FIXED_REPLIES, load_pair_splits
+
+    prof = _tiny_profile(tmp_path)
+    prof.extra["data"] = {"pairs_train": 40, "pairs_eval": 8}
+    plain, evals = load_pair_splits(prof)
+    own = [{"prompt": [{"role": "user", "content": f"sql question {i}"}],
+            "chosen": [{"role": "assistant", "content": f"SELECT {i} FROM events"}],
+            "rejected": [{"role": "assistant", "content": f"SELECT wrong_{i} FROM events"}],
+            "task": "sql", "schema": "events", "split": "train"} for i in range(30)]
+    assert load_pair_splits(prof, own=own) == (plain, evals)  # not asked for: the data set's rows
+    prof.extra["data"]["execution_pairs"] = 10
+    assert load_pair_splits(prof) == (plain, evals)  # asked for, none sampled yet: the data set's rows
+    mixed, evals2 = load_pair_splits(prof, own=own)
+    assert evals2 == evals and len(mixed) == 40
+    slim = [{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in own]
+    drawn = mixed[:10]
+    assert all(r in slim for r in drawn) and len({json.dumps(r) for r in drawn}) == 10
+    assert mixed[10:] == plain[:30]  # the data set's first rows follow, the last ones give way
+    assert drawn != slim[:10]  # a seeded draw, not the first sampled prompts
+    assert load_pair_splits(prof, own=own)[0] == mixed
+    few, _ = load_pair_splits(prof, own=own[:3])  # fewer made than asked for: the data set fills the budget
+    assert len(few) == 40 and few[3:] == plain[:37]
+    assert sorted(map(json.dumps, few[:3])) == sorted(map(json.dumps, slim[:3]))
+
+    prof.extra["data"]["fixed_reply_pairs"] = 5  # the fixed replies take the place of the last rows, as before
+    both, _ = load_pair_splits(prof, own=own)
+    added = [r for r in both if r["rejected"][-1]["content"] in FIXED_REPLIES and r not in plain]
+    assert len(both) == 40 and len(added) == 5
+    assert sorted(map(json.dumps, [r for r in both if r not in added])) == sorted(
+        map(json.dumps, drawn + plain[:25]))
+    prof.extra["data"]["fixed_reply_pairs"] = 30  # 10 + 30 = every training pair
+    with pytest.raises(config.ConfigError, match=r"tinyprof.yaml: data.fixed_reply_pairs: 30 .* between 1 and 29 "
+                                                 r"\(the training pairs less data.execution_pairs = 10\)"):
+        load_pair_splits(prof, own=own)
+    prof.extra["data"]["fixed_reply_pairs"] = None
+    for bad in (40, -1, "ten", True, 2.5):
+        prof.extra["data"]["execution_pairs"] = bad
+        with pytest.raises(config.ConfigError, match=r"tinyprof.yaml: data.execution_pairs: .* between 0 and 39"):
+            load_pair_splits(prof, own=own)
+    prof.extra["data"]["execution_pairs"] = 10
+    for bad in (0, "2", True):
+        prof.extra["data"]["execution_samples"] = bad
+        with pytest.raises(config.ConfigError, match=r"tinyprof.yaml: data.execution_samples: .* at least 1"):
+            load_pair_splits(prof, own=own)
+
+
+def test_reward_stage_samples_the_sft_models_own_sql_mistakes(tmp_path, runs):
+    """With data.execution_pairs the reward stage samples the SFT model on the SQL training prompts, runs
+    every query, and trains on the wrong ones rejected beside a right one; the file it trained on is kept,
+    and a change to how they are sampled (the RL temperature) means the stage is not reused."""
+    from llamalab.train.heldout import sql_correct
+    from llamalab.train.ppo import load_prompts
+    from llamalab.train.reward import OWN_PAIRS_FILE, train_reward
+    from llamalab.train.sft import train_sft
+
+    prof = _tiny_profile(tmp_path)
+    prof.extra["data"].update(execution_pairs=3, execution_samples=1)
+    train_sft(prof, progress=False)
+    m = train_reward(prof, progress=False)
+    own_file = runs / prof.name / "reward" / OWN_PAIRS_FILE
+    own = [json.loads(line) for line in own_file.read_text().splitlines()]
+    sql_rows = {json.dumps(r["prompt"]): r for r in load_prompts(prof) if r.get("task") == "sql"}
+    assert m["execution_samples"] == len(sql_rows) > 0  # one sample per SQL training prompt
+    assert m["execution_pairs_made"] == len(own) > 0 and m["execution_pairs_used"] == min(3, len(own))
+    assert m["train_pairs"] == prof.extra["data"]["pairs_train"]
+    for r in own:  # a random tiny model writes no right query: each rejected one returns the wrong rows
+        item = sql_rows[json.dumps(r["prompt"])]
+        assert r["chosen"][-1]["content"] == item["reference"]
+        assert sql_correct([item], [r["rejected"][-1]["content"]]) == [False]
+        assert sql_correct([item], [r["chosen"][-1]["content"]]) == [True]
+    info = json.loads((runs / prof.name / "reward" / "run_info.json").read_text())
+    assert info["execution_pairs"] == str(own_file)
+    assert train_reward(prof, progress=False, retrain=False).get("reused") is True
+    prof.extra["ppo"]["temperature"] = 1.3
+    assert train_reward(prof, progress=False, retrain=False).get("reused") is not True
+
+
 def test_same_seed_gives_same_metrics(tmp_path, runs):
     from llamalab.train.sft import train_sft
 

@@ -94,12 +94,17 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def write_json(path: Path, obj: Any) -> Path:
+def write_text_atomic(path: Path, text: str) -> Path:
+    """Write ``text`` to ``path`` through a temporary file: an interrupted write leaves the old file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=str))
+    tmp.write_text(text)
     tmp.replace(path)
     return path
+
+
+def write_json(path: Path, obj: Any) -> Path:
+    return write_text_atomic(path, json.dumps(obj, indent=1, default=str))
 
 
 def run_info(profile: Profile, stage: str, config_objs: dict[str, Any], extra: dict | None = None) -> dict:
@@ -211,13 +216,16 @@ def _file_sha(path: Path) -> str:
 RL_SECTIONS = {"ppo": ("rl",), "rloo": ("rl",)}  # sections only online RL reads (SFT/reward keep their reuse)
 
 
-def fingerprint(profile: Profile, stage: str, data_files: list[Path], upstream: list[str] = ()) -> str:
-    """A digest of everything a stage's result depends on: its profile sections, the model spec, the
-    data files' contents and the upstream stages' fingerprints. Equal fingerprint = same inputs."""
+def fingerprint(profile: Profile, stage: str, data_files: list[Path], upstream: list[str] = (),
+                extra_sections: tuple[str, ...] = ()) -> str:
+    """A digest of everything a stage's result depends on: its profile sections (and ``extra_sections``),
+    the model spec, the data files' contents and the upstream stages' fingerprints. Equal fingerprint =
+    same inputs."""
     import hashlib
 
+    names = (stage, "lora", "data", *RL_SECTIONS.get(stage, ()), *extra_sections)
     parts = {"stage": stage, "model": profile.model.spec, "dtype": profile.model.dtype,
-             "sections": {k: profile.extra.get(k) for k in (stage, "lora", "data", *RL_SECTIONS.get(stage, ()))},
+             "sections": {k: profile.extra.get(k) for k in names},
              "data": {str(Path(f).name): _file_sha(f) for f in data_files},
              "upstream": {u: read_fingerprint(profile, u) for u in upstream}}
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]

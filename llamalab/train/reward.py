@@ -9,6 +9,7 @@ rejected) and mean margin on held-out pairs. Writes ``runs/<profile>/reward/``: 
 
 from __future__ import annotations
 
+import json
 import tempfile
 import time
 from pathlib import Path
@@ -19,13 +20,21 @@ from ..config import ConfigError, Profile
 from . import common
 
 DEFAULT_DATA = "train/preferences.jsonl"
+OWN_PAIRS_FILE = "execution_pairs.jsonl"  # runs/<profile>/reward/: the pairs sampled from the SFT model
 FIXED_REPLIES = ("yes", "no", "I don't know.")  # replies that ignore the question (heldout.constant_answers)
 
 
-def load_pair_splits(profile: Profile, data: str | Path | None = None) -> tuple[list[dict], list[dict]]:
+def load_pair_splits(profile: Profile, data: str | Path | None = None, *,
+                     own: list[dict] | None = None) -> tuple[list[dict], list[dict]]:
     """(train, eval) pairs: the profile's ``data.pairs_train``/``pairs_eval`` first rows of each split.
-    With ``data.fixed_reply_pairs`` = k, the last k of the training rows give way to k pairs that
-    reject a fixed reply (``fixed_reply_pairs``)."""
+
+    ``own``: pairs from the SFT model's own SQL (``execution_pairs``). With ``data.execution_pairs`` = k,
+    up to k of them (a seeded draw) take the place of the first training rows, so the budget stays
+    ``pairs_train``; without ``own`` the rows stay the data set's. With ``data.fixed_reply_pairs`` = k,
+    the last k of the training rows give way to k pairs that reject a fixed reply
+    (``fixed_reply_pairs``)."""
+    import random
+
     from ..trainsets import load_preferences
 
     rows = load_preferences(Path(data) if data else paths.data_dir() / DEFAULT_DATA)
@@ -35,16 +44,37 @@ def load_pair_splits(profile: Profile, data: str | Path | None = None) -> tuple[
     evals = [{k: r[k] for k in keep} for r in rows if r.get("split") == "eval"]
     n_train, n_eval = lim.get("pairs_train"), lim.get("pairs_eval")
     train = train[:n_train] if n_train else train
+    n_own, _ = execution_options(profile, len(train))
+    if own and n_own:
+        drawn = [{k: r[k] for k in keep} for r in own]
+        random.Random(0).shuffle(drawn)
+        drawn = drawn[:n_own]
+        train = drawn + train[:len(train) - len(drawn)]
     if k := lim.get("fixed_reply_pairs"):
         where = f"{profile.path}: data.fixed_reply_pairs"
-        if not isinstance(k, int) or isinstance(k, bool) or not 0 < k < len(train):
-            raise ConfigError(f"{where}: {k!r} is not a whole number between 1 and {len(train) - 1} (the training "
-                              "pairs)")
+        if not isinstance(k, int) or isinstance(k, bool) or not 0 < k < len(train) - n_own:
+            raise ConfigError(f"{where}: {k!r} is not a whole number between 1 and {len(train) - n_own - 1} (the "
+                              "training pairs" + (f" less data.execution_pairs = {n_own}" if n_own else "") + ")")
         try:
             train = fixed_reply_pairs(train[:len(train) - k], k)
         except ValueError as exc:
             raise ConfigError(f"{where}: {exc}") from None
     return train, evals[:n_eval] if n_eval else evals
+
+
+def execution_options(profile: Profile, n_train: int | None = None) -> tuple[int, int]:
+    """(``data.execution_pairs``, ``data.execution_samples``): how many training pairs come from the SFT
+    model's own SQL mistakes (0 = none) and how many responses per SQL training prompt are sampled to
+    find them (default 2). ConfigError, naming the profile file and key, for anything else."""
+    lim = common.section(profile, "data")
+    k, samples = lim.get("execution_pairs") or 0, lim.get("execution_samples", 2)
+    top = n_train - 1 if n_train is not None else None
+    if not isinstance(k, int) or isinstance(k, bool) or k < 0 or (top is not None and k > top):
+        raise ConfigError(f"{profile.path}: data.execution_pairs: {k!r} is not a whole number between 0 and "
+                          f"{top if top is not None else 'the training pairs'} (the training pairs less one)")
+    if not isinstance(samples, int) or isinstance(samples, bool) or samples < 1:
+        raise ConfigError(f"{profile.path}: data.execution_samples: {samples!r} is not a whole number of at least 1")
+    return k, samples
 
 
 def fixed_reply_pairs(rows: list[dict], k: int, *, replies: tuple[str, ...] = FIXED_REPLIES,
@@ -157,12 +187,38 @@ def train_reward(profile: Profile, *, resume: bool = False, data: str | Path | N
     from .sft import merge_adapter
 
     base_dir = common.require_stage(profile, "sft")
-    train_rows, eval_rows = load_pair_splits(profile, data)
+    load_pair_splits(profile, data)  # a bad file or profile fails here, before anything is sampled or trained
     data_file = Path(data) if data else paths.data_dir() / DEFAULT_DATA
-    fp = common.fingerprint(profile, "reward", [data_file], upstream=["sft"])
+    n_own, n_samples = execution_options(profile)
+    sample_own = bool(n_own) and data is None  # a --data file is used as it is (it may hold such pairs already)
+    if sample_own:  # the SQL training prompts, sampled at the RL temperature and length
+        from .ppo import DEFAULT_PROMPTS
+
+        fp = common.fingerprint(profile, "reward", [data_file, paths.data_dir() / DEFAULT_PROMPTS], upstream=["sft"],
+                                extra_sections=("ppo", "rl"))
+    else:
+        fp = common.fingerprint(profile, "reward", [data_file], upstream=["sft"])
     if not retrain and not resume and (done := common.reusable(profile, "reward", fp)):
         return done
     out, ck_dir, last = common.stage_checkpoints(profile, "reward", resume)
+    own, own_stats = None, {}
+    if sample_own:
+        own_file = out / OWN_PAIRS_FILE
+        if resume and own_file.is_file():  # the pairs the interrupted run trained on
+            from ..trainsets import load_preferences
+
+            own = load_preferences(own_file)
+            own_stats = {"execution_pairs_made": len(own), "execution_pairs_from": str(own_file)}
+        else:
+            started = time.perf_counter()
+            res = execution_pairs(profile, samples=n_samples)
+            own = res["pairs"]
+            own_stats = {"execution_samples": res["samples"], "execution_samples_correct": res["correct"],
+                         "execution_pairs_made": len(own), "execution_sampling_s": time.perf_counter() - started}
+            common.write_text_atomic(own_file, "".join(json.dumps(r) + "\n" for r in own))
+    train_rows, eval_rows = load_pair_splits(profile, data, own=own)
+    if sample_own:
+        own_stats["execution_pairs_used"] = min(n_own, len(own or []))
     dtype, why = common.train_dtype(profile)
     model = AutoModelForSequenceClassification.from_pretrained(base_dir, num_labels=1, dtype=dtype)
     tok = models.prepare_tokenizer(AutoTokenizer.from_pretrained(base_dir), model)
@@ -178,7 +234,7 @@ def train_reward(profile: Profile, *, resume: bool = False, data: str | Path | N
     stats = common.memory_and_time(trainer, started)
     metrics: dict[str, Any] = {"train_loss": result.training_loss, "global_step": trainer.state.global_step,
                                "train_pairs": len(train_rows), "eval_pairs": len(eval_rows),
-                               "resumed_from": last.name if last else None, "first_step_this_run": steps.first_step, "base_dtype": why, **stats}
+                               "resumed_from": last.name if last else None, "first_step_this_run": steps.first_step, "base_dtype": why, **own_stats, **stats}
     if common.is_main_process():
         with tempfile.TemporaryDirectory(dir=out, prefix=".tmp-") as tmp:
             tmp = Path(tmp)
@@ -195,7 +251,8 @@ def train_reward(profile: Profile, *, resume: bool = False, data: str | Path | N
         common.write_json(out / "metrics.json", metrics)
         common.write_json(out / "run_info.json", common.run_info(
             profile, "reward", {"reward": args, "lora": lora},
-            {"base_model": str(base_dir), "data": str(data_file), "fingerprint": fp}))
+            {"base_model": str(base_dir), "data": str(data_file), "fingerprint": fp,
+             "execution_pairs": str(out / OWN_PAIRS_FILE) if sample_own else None}))
     return metrics
 
 
