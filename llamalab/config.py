@@ -75,6 +75,15 @@ _SECTIONS = {
 }
 # Sections owned by later stages; their keys are checked against the TRL/PEFT dataclasses there.
 _EXTRA_SECTIONS = ("lora", "sft", "reward", "ppo", "rloo", "data", "rl")
+# llamalab's own keys of the `data` section (how much of data/train/ a stage uses); their values are
+# checked by the stage that reads them
+DATA_KEYS = ("sft_train", "sft_eval", "pairs_train", "pairs_eval", "execution_pairs", "execution_samples",
+             "fixed_reply_pairs", "ppo_train", "ppo_heldout")
+
+
+def _check_data_key(key: str, where: str) -> None:
+    if key not in DATA_KEYS:
+        raise ConfigError(f"{where}: data.{key}: unknown key (known: {', '.join(DATA_KEYS)})")
 
 _EXPONENT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+")
 _DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -155,6 +164,9 @@ def load_profile(name_or_path: str | Path | None = None) -> Profile:
         elif key in _EXTRA_SECTIONS:
             if not isinstance(value, dict):
                 raise ConfigError(f"{path}: {key}: expected a mapping")
+            if key == "data":
+                for k in value:
+                    _check_data_key(k, str(path))
             extra[key] = value
         else:
             known = sorted([*_SECTIONS, *_EXTRA_SECTIONS])
@@ -204,6 +216,8 @@ def apply_overrides(profile: Profile, items: list[str] | None) -> Profile:
             typed[section][key] = value
             _build_section(_SECTIONS[section], {key: value}, f"--set {section}")
         elif section in _EXTRA_SECTIONS:
+            if section == "data":
+                _check_data_key(key, where)
             extra.setdefault(section, {})[key] = value
         else:
             known = sorted([*_SECTIONS, *_EXTRA_SECTIONS])

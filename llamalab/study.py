@@ -258,6 +258,16 @@ def _fmt(x: Any) -> str:
     return "n/a" if x is None or x != x else f"{x:.2f}"
 
 
+def _fmt_pair(a: float, b: float) -> tuple[str, str]:
+    """``a`` and ``b`` to two decimals, or to as many more (up to 6) as it takes to show that they differ:
+    a change called "improved" never reads "0.40 -> 0.40"."""
+    for digits in range(2, 7):
+        fa, fb = f"{a:.{digits}f}", f"{b:.{digits}f}"
+        if fa != fb or a == b:
+            break
+    return fa, fb
+
+
 KL_TARGET = 10.0  # nats per sequence: the most an RL policy may drift from SFT (issue 5's acceptance)
 
 
@@ -292,7 +302,8 @@ def conclusions(df, heldout: dict[str, Any] | None = None,
             if a is None or b is None or a != a or b != b:
                 continue
             delta = b - a
-            text = f"{name} {_fmt(a)} -> {_fmt(b)}"
+            fa, fb = _fmt_pair(a, b)
+            text = f"{name} {fa} -> {fb}"
             if (c := flips.get(col)) and (c["gained"] or c["lost"]):
                 text += f" (items: {c['gained']} gained, {c['lost']} lost, of {c['n']}; {_p(c['p_value'])})"
                 (beyond if c["p_value"] < 0.05 else within).append(name)

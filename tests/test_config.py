@@ -43,6 +43,11 @@ def test_unknown_section_and_bad_type(tmp_path):
     bad.write_text("model:\n  dtype: float8\n")
     with pytest.raises(config.ConfigError, match="model.dtype"):
         config.load_profile(bad)
+    bad.write_text("data:\n  pairs_train: 8\n  execution_pair: 4\n")  # a typo would silently turn it off
+    with pytest.raises(config.ConfigError, match=r"bad.yaml: data.execution_pair: unknown key \(known: .*execution_pairs"):
+        config.load_profile(bad)
+    bad.write_text("data:\n  pairs_train: 8\n  execution_pairs: 4\n")
+    assert config.load_profile(bad).extra["data"] == {"pairs_train": 8, "execution_pairs": 4}
 
 
 def test_env_overrides(monkeypatch):
@@ -74,6 +79,7 @@ def test_set_overrides_change_a_copy_and_say_what_is_wrong():
                           ("rlooo.max_steps=3", "unknown section 'rlooo'"),
                           ("generation.batch_size=eight", "generation.batch_size: 'eight' is not of type"),
                           ("generation.batchsize=8", "generation.batchsize: unknown key"),
+                          ("data.pair_train=8", "data.pair_train: unknown key"),
                           ("model.dtype=float8", "model.dtype: 'float8' is not one of"),
                           ("rloo.max_steps=[1", "not valid YAML")]:
         with pytest.raises(config.ConfigError, match=message) as err:

@@ -23,6 +23,15 @@ def test_conclusions_follow_the_numbers():
         study.conclusions(_table(), pairs=[("base", "rlhf")])
 
 
+def test_a_change_smaller_than_the_rounding_is_shown_with_the_digits_that_tell_it():
+    df = pd.DataFrame({"clickbait_balanced_acc": [0.4021, 0.4026, 0.4026], "sql_exec_acc": [0.1, 0.09999, 0.1]},
+                      index=pd.Index(["sft", "sft+rloo", "copy"], name="model"))
+    lines = study.conclusions(df)
+    assert "improved clickbait balanced accuracy 0.402 -> 0.403" in lines[0]
+    assert "made WORSE SQL execution accuracy 0.10000 -> 0.09999" in lines[0]
+    assert "left unchanged clickbait balanced accuracy 0.40 -> 0.40" in lines[1]  # equal: two decimals
+
+
 def test_exact_mcnemar_matches_the_binomial_tail():
     assert study.exact_mcnemar(0, 0) == 1.0
     assert study.exact_mcnemar(0, 5) == pytest.approx(2 / 32)  # all 5 flips one way: 2 * 0.5**5

@@ -20,7 +20,7 @@ from ..config import ConfigError, Profile
 from . import common
 
 DEFAULT_DATA = "train/preferences.jsonl"
-OWN_PAIRS_FILE = "execution_pairs.jsonl"  # runs/<profile>/reward/: the pairs sampled from the SFT model
+OWN_PAIRS_FILE = "own_mistakes.jsonl"  # runs/<profile>/reward/: the pairs the stage sampled from the SFT model
 FIXED_REPLIES = ("yes", "no", "I don't know.")  # replies that ignore the question (heldout.constant_answers)
 
 
@@ -215,7 +215,8 @@ def train_reward(profile: Profile, *, resume: bool = False, data: str | Path | N
             own = res["pairs"]
             own_stats = {"execution_samples": res["samples"], "execution_samples_correct": res["correct"],
                          "execution_pairs_made": len(own), "execution_sampling_s": time.perf_counter() - started}
-            common.write_text_atomic(own_file, "".join(json.dumps(r) + "\n" for r in own))
+            if common.is_main_process():  # each process samples the same pairs (same seeds); one writes them
+                common.write_text_atomic(own_file, "".join(json.dumps(r) + "\n" for r in own))
     train_rows, eval_rows = load_pair_splits(profile, data, own=own)
     if sample_own:
         own_stats["execution_pairs_used"] = min(n_own, len(own or []))
