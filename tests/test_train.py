@@ -221,7 +221,7 @@ def test_reward_stage_samples_the_sft_models_own_sql_mistakes(tmp_path, runs):
         assert sql_correct([item], [r["rejected"][-1]["content"]]) == [False]
         assert sql_correct([item], [r["chosen"][-1]["content"]]) == [True]
     info = json.loads((runs / prof.name / "reward" / "run_info.json").read_text())
-    assert info["execution_pairs"] == str(own_file)
+    assert info["own_mistakes"] == str(own_file)
     assert train_reward(prof, progress=False, retrain=False).get("reused") is True
     prof.extra["ppo"]["temperature"] = 1.3
     assert train_reward(prof, progress=False, retrain=False).get("reused") is not True

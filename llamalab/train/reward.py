@@ -187,7 +187,8 @@ def train_reward(profile: Profile, *, resume: bool = False, data: str | Path | N
     from .sft import merge_adapter
 
     base_dir = common.require_stage(profile, "sft")
-    load_pair_splits(profile, data)  # a bad file or profile fails here, before anything is sampled or trained
+    # a bad file or profile fails here, before anything is sampled or trained
+    train_rows, eval_rows = load_pair_splits(profile, data)
     data_file = Path(data) if data else paths.data_dir() / DEFAULT_DATA
     n_own, n_samples = execution_options(profile)
     sample_own = bool(n_own) and data is None  # a --data file is used as it is (it may hold such pairs already)
@@ -217,9 +218,8 @@ def train_reward(profile: Profile, *, resume: bool = False, data: str | Path | N
                          "execution_pairs_made": len(own), "execution_sampling_s": time.perf_counter() - started}
             if common.is_main_process():  # each process samples the same pairs (same seeds); one writes them
                 common.write_text_atomic(own_file, "".join(json.dumps(r) + "\n" for r in own))
-    train_rows, eval_rows = load_pair_splits(profile, data, own=own)
-    if sample_own:
-        own_stats["execution_pairs_used"] = min(n_own, len(own or []))
+        train_rows, eval_rows = load_pair_splits(profile, data, own=own)
+        own_stats["execution_pairs_used"] = min(n_own, len(own))
     dtype, why = common.train_dtype(profile)
     model = AutoModelForSequenceClassification.from_pretrained(base_dir, num_labels=1, dtype=dtype)
     tok = models.prepare_tokenizer(AutoTokenizer.from_pretrained(base_dir), model)
@@ -253,7 +253,7 @@ def train_reward(profile: Profile, *, resume: bool = False, data: str | Path | N
         common.write_json(out / "run_info.json", common.run_info(
             profile, "reward", {"reward": args, "lora": lora},
             {"base_model": str(base_dir), "data": str(data_file), "fingerprint": fp,
-             "execution_pairs": str(out / OWN_PAIRS_FILE) if sample_own else None}))
+             "own_mistakes": str(out / OWN_PAIRS_FILE) if sample_own else None}))
     return metrics
 
 
