@@ -56,6 +56,37 @@ def test_profile_training_sections_build_trl_and_peft_configs(name, tmp_path):
         assert cfg.seed == 0, (name, section)
 
 
+@pytest.mark.parametrize("name", ["smoke", "cpu", "a100"])
+def test_profile_reward_pairs_are_what_its_data_section_says(name):
+    """Each shipped profile's reward data options fit the data set: the training budget is kept, and
+    as many own-mistake and fixed-reply pairs as it asks for take their places."""
+    from llamalab import paths
+    from llamalab.train.reward import DEFAULT_DATA, FIXED_REPLIES, execution_options, load_pair_splits
+    from llamalab.trainsets import load_preferences
+
+    prof = config.load_profile(name)
+    lim = prof.extra["data"]
+    plain, evals = load_pair_splits(prof)
+    n_own, _ = execution_options(prof, len(plain))
+    own = [{"prompt": [{"role": "user", "content": f"own question {i}"}],
+            "chosen": [{"role": "assistant", "content": f"SELECT {i}"}],
+            "rejected": [{"role": "assistant", "content": f"SELECT wrong_{i}"}]} for i in range(n_own + 5)]
+    train, evals2 = load_pair_splits(prof, own=own)
+    assert evals2 == evals and len(evals) == (lim.get("pairs_eval") or len(evals))
+    assert len(train) == len(plain) == (lim.get("pairs_train") or len(plain))
+    asked_fixed = lim.get("fixed_reply_pairs") or 0
+    data_set = {json.dumps({k: r[k] for k in ("prompt", "chosen", "rejected")})
+                for r in load_preferences(paths.data_dir() / DEFAULT_DATA)}
+
+    def fixed_reply(r):  # the data set's clickbait pairs reject "yes" or "no" too
+        return r["rejected"][-1]["content"] in FIXED_REPLIES and json.dumps(r) not in data_set
+
+    assert sum(map(fixed_reply, train)) == asked_fixed
+    assert sum(r["rejected"][-1]["content"].startswith("SELECT wrong_") for r in train) == n_own
+    if name != "smoke":  # the two fixes for the reward model are on wherever a real run trains one
+        assert n_own >= 100 and asked_fixed >= 64
+
+
 def test_a100_profile_is_the_gpu_path():
     prof = config.load_profile("a100")
     assert "llama" in prof.model.spec.lower() and prof.model.dtype == "bfloat16"
