@@ -216,7 +216,8 @@ def cpu_bf16_speedup() -> float:
     """Measured bf16/fp32 matmul throughput ratio on this CPU (AMX or AVX512-BF16 make it > 1).
 
     The two dtypes are timed in alternation and the best round of each is kept, so a busy machine
-    slows both alike instead of biasing the choice.
+    slows both alike instead of biasing the choice. A CPU without a bf16 path (an AVX2-only AMD EPYC:
+    0.8 GFLOP/s against 80) stops after one round, which there already takes a second.
     """
     import torch
 
@@ -231,6 +232,8 @@ def cpu_bf16_speedup() -> float:
             for _ in range(3):
                 a @ b
             best[dt] = min(best[dt], time.perf_counter() - t0)
+        if best[torch.bfloat16] > 4 * best[torch.float32]:  # far below the 1.3x that would choose bf16
+            break
     return best[torch.float32] / best[torch.bfloat16]
 
 

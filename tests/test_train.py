@@ -288,3 +288,67 @@ def test_ppo_applies_gradient_checkpointing_that_trl_leaves_off(tmp_path, runs):
     summary = train_ppo(prof, progress=False, callbacks=[Record()])
     assert seen and all(p and v for p, v in seen)
     assert summary["first_update"]["kl"] < 0.01  # checkpointing changes memory, not the numbers
+
+
+def _weights(stage_dir: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(stage_dir / "merged" / "model.safetensors"))
+
+
+def test_a_stage_is_decided_by_its_seed_not_by_the_process_generator(tmp_path, runs):
+    """Two runs of each stage with one profile give the same weights, whatever state the process's torch
+    generator is in when the stage starts (a new process starts it from a random seed); another seed gives
+    other weights. TRL 1.12 draws the LoRA adapter (SFT, PPO, RLOO) before its trainer seeds, and a reward
+    model's score head is drawn when the model loads: both must come from the stage's seed. The model is
+    loaded from a directory, as the default model is (the "tiny" spec would seed the generator itself)."""
+    import torch
+
+    from llamalab import models
+    from llamalab.train.ppo import train_ppo
+    from llamalab.train.reward import train_reward
+    from llamalab.train.rloo import train_rloo
+    from llamalab.train.sft import train_sft
+
+    model_dir = tmp_path / "tiny-model"
+    model, tok = models.tiny_model()
+    model.save_pretrained(model_dir)
+    tok.save_pretrained(model_dir)
+    prof = _tiny_profile(tmp_path)
+    prof.path.write_text(prof.path.read_text().replace("spec: tiny", f"spec: {model_dir}"))
+    prof = config.load_profile(prof.path)
+    assert prof.model.spec == str(model_dir)
+    prof.extra["data"].update(sft_train=16, sft_eval=8, execution_pairs=0)
+    prof.extra["sft"].update(max_steps=2, save_steps=100, max_length=256)
+    stages = {"sft": train_sft, "reward": train_reward, "ppo": train_ppo, "rloo": train_rloo}
+    for name, train in stages.items():
+        got = []
+        for generator_seed, stage_seed in ((1, 1), (2, 0), (3, 0)):  # the last run, seed 0, feeds the next stage
+            torch.manual_seed(generator_seed)  # what the process did before the stage: it must not matter
+            prof.extra[name]["seed"] = stage_seed
+            train(prof, progress=False)
+            got.append(_weights(runs / prof.name / name))
+        other, first, second = got
+        assert first.keys() == second.keys() == other.keys(), name
+        differ = sorted(k for k in first if not torch.equal(first[k], second[k]))
+        assert not differ, f"{name}: {len(differ)} tensors differ between two runs with seed 0, e.g. {differ[:2]}"
+        assert any(not torch.equal(other[k], first[k]) for k in first), f"{name}: seed 1 gave the seed-0 weights"
+
+
+def test_bf16_autocast_follows_the_measured_dtype_not_trls_default(tmp_path, monkeypatch):
+    """TRL's SFT, reward and RLOO configs default to bf16=True, which autocasts on any CPU (on an AVX2-only
+    CPU, 100x slower matmuls): llamalab turns it on only where the stage's dtype resolves to bf16, and a
+    profile's own bf16/fp16 setting wins."""
+    import torch
+
+    from llamalab.train import common, reward, rloo, sft
+
+    builders = {"sft": sft.sft_config, "reward": reward.reward_config, "rloo": rloo.rloo_config}
+    prof = _tiny_profile(tmp_path)  # model.dtype: float32
+    assert [b(prof, tmp_path / n).bf16 for n, b in builders.items()] == [False, False, False]
+    monkeypatch.setattr(common, "train_dtype", lambda p: (torch.bfloat16, "bfloat16 (measured)"))
+    assert [b(prof, tmp_path / n).bf16 for n, b in builders.items()] == [True, True, True]
+    monkeypatch.setattr(common, "train_dtype", lambda p: (torch.float32, "float32 (measured)"))
+    prof.extra["reward"]["bf16"] = True  # asked for in the profile: kept
+    assert [b(prof, tmp_path / n).bf16 for n, b in builders.items()] == [False, True, False]
+    assert common.autocast_default(prof, {"fp16": True}) == {}

@@ -90,6 +90,20 @@ def device() -> str:
     return f"cuda:{local_rank()}" if torch.cuda.is_available() else models.pick_device()
 
 
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (``transformers.set_seed``) before a stage creates its models.
+
+    The trainers seed only inside ``Trainer.__init__``, too late for two random draws that decide a
+    run: TRL 1.12's SFT, RLOO and PPO trainers attach the LoRA adapter (random ``lora_A`` matrices)
+    before they call it, and a reward model's new score head is drawn when
+    ``AutoModelForSequenceClassification.from_pretrained`` builds it, before the trainer exists. A new
+    process starts its torch generator from a random seed, so without this call two runs of one stage
+    with the same profile, data and ``seed`` started from different adapters and heads."""
+    from transformers import set_seed
+
+    set_seed(int(seed))
+
+
 def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
@@ -146,6 +160,23 @@ def replace_dir(src: Path, dst: Path) -> None:
 def train_dtype(profile: Profile) -> tuple[Any, str]:
     """dtype for the frozen base weights during training (LoRA weights stay fp32)."""
     return models.resolve_dtype(profile.model.dtype, models.pick_device())
+
+
+def autocast_default(profile: Profile, values: dict[str, Any]) -> dict[str, Any]:
+    """``{"bf16": ...}`` for a Trainer-based stage's config, unless its profile section sets ``bf16`` or
+    ``fp16`` itself: bf16 autocast where the stage's base dtype (``train_dtype``) is bf16, that is on CUDA
+    with bf16 and on a CPU whose bf16 matmuls were measured faster than fp32 (AMX, AVX512-BF16).
+
+    TRL's SFT, reward and RLOO configs default to ``bf16=True``, and on a CPU the Trainer then autocasts
+    every matmul to bf16 whatever the CPU. Where bf16 has no hardware path that is ruinous: on an
+    AVX2-only AMD EPYC (2026-12-02) a 1024x1024 bf16 matmul ran at 0.8 GFLOP/s against 80 for fp32, and
+    the smoke profile's SFT took 167 s per step. On a CPU with AMX, where the earlier runs were made,
+    the measurement picks bf16 and nothing changes."""
+    import torch
+
+    if "bf16" in values or "fp16" in values:
+        return {}
+    return {"bf16": train_dtype(profile)[0] == torch.bfloat16}
 
 
 def enable_checkpointing(model) -> None:

@@ -239,6 +239,7 @@ def train_ppo(profile: Profile, *, prompts: str | Path | None = None, progress: 
     out = profile.stage_dir("ppo")
     args = ppo_config(profile, out / "checkpoints", disable_tqdm=not progress)  # a bad key fails before any change
     lora = common.lora_config(profile)
+    common.seed_everything(args.seed)  # the value model's and the policy's LoRA are drawn before PPOTrainer seeds
     policy, value, reward, tok, sft_dir, rm_dir = load_stack(profile)
     out.mkdir(parents=True, exist_ok=True)
     metrics_path = out / "metrics.jsonl"

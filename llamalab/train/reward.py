@@ -172,6 +172,7 @@ def reward_config(profile: Profile, output_dir: Path, **overrides):
 
     values = common.section(profile, "reward")
     values.update(overrides)
+    values.update(common.autocast_default(profile, values))  # TRL's bf16=True would autocast on any CPU
     return common.build_dataclass(RewardConfig, values, profile, "reward", output_dir=str(output_dir),
                                   report_to=[], use_cpu=not torch.cuda.is_available(),
                                   dataloader_num_workers=0)
@@ -221,10 +222,11 @@ def train_reward(profile: Profile, *, resume: bool = False, data: str | Path | N
         train_rows, eval_rows = load_pair_splits(profile, data, own=own)
         own_stats["execution_pairs_used"] = min(n_own, len(own))
     dtype, why = common.train_dtype(profile)
+    args = reward_config(profile, ck_dir, disable_tqdm=not progress)
+    common.seed_everything(args.seed)  # the new score head is drawn here, the LoRA adapter next
     model = AutoModelForSequenceClassification.from_pretrained(base_dir, num_labels=1, dtype=dtype)
     tok = models.prepare_tokenizer(AutoTokenizer.from_pretrained(base_dir), model)
     tok.padding_side = "right"
-    args = reward_config(profile, ck_dir, disable_tqdm=not progress)
     steps = common.step_recorder()
     lora = common.lora_config(profile, task_type="SEQ_CLS")
     trainer = RewardTrainer(model=model, args=args, train_dataset=Dataset.from_list(tokenize_pairs(tok, train_rows)),

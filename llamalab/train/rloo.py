@@ -26,6 +26,7 @@ def rloo_config(profile: Profile, output_dir: Path, **overrides):
 
     values = common.section(profile, "rloo")
     values.update(overrides)
+    values.update(common.autocast_default(profile, values))  # TRL's bf16=True would autocast on any CPU
     return common.build_dataclass(RLOOConfig, values, profile, "rloo", output_dir=str(output_dir), report_to=[],
                                   use_cpu=not torch.cuda.is_available(), save_strategy="no")
 
@@ -65,6 +66,7 @@ def train_rloo(profile: Profile, *, progress: bool = True, retrain: bool = True)
     metrics_path = out / "metrics.jsonl"
     metrics_path.unlink(missing_ok=True)
     dtype = rl_dtype()
+    common.seed_everything(args.seed)  # the policy's LoRA is drawn before RLOOTrainer seeds
     policy = AutoModelForCausalLM.from_pretrained(sft_dir, dtype=dtype)
     tok = models.prepare_tokenizer(AutoTokenizer.from_pretrained(sft_dir), policy)
     rm, rm_tok = load_reward_model(rm_dir, dtype=dtype, device=common.device())  # TRL leaves a reward function where it is

@@ -44,6 +44,7 @@ def sft_config(profile: Profile, output_dir: Path, **overrides):
 
     values = common.section(profile, "sft")
     values.update(overrides)
+    values.update(common.autocast_default(profile, values))  # TRL's bf16=True would autocast on any CPU
     return common.build_dataclass(
         SFTConfig, values, profile, "sft", output_dir=str(output_dir), report_to=[],
         use_cpu=not torch.cuda.is_available(), completion_only_loss=True,
@@ -102,11 +103,12 @@ def train_sft(profile: Profile, *, resume: bool = False, data: str | Path | None
         return done
     out, ck_dir, last = common.stage_checkpoints(profile, "sft", resume)
     dtype, why = common.train_dtype(profile)
+    args = sft_config(profile, ck_dir, disable_tqdm=not progress)
+    common.seed_everything(args.seed)  # the LoRA adapter is drawn before SFTTrainer seeds
     model, tok = models.load_model(profile.model.spec, dtype=str(dtype).replace("torch.", ""),
                                    quantization=profile.model.quantization,
                                    attn_implementation=profile.model.attn_implementation)
     tok.padding_side = "right"  # training batches; generation code sets left again
-    args = sft_config(profile, ck_dir, disable_tqdm=not progress)
     steps = common.step_recorder()
     lora = common.lora_config(profile)
     trainer = make_trainer(profile, model, tok, args, train_rows, eval_rows, lora, [steps, *(callbacks or [])])
