@@ -164,8 +164,10 @@ def train_dtype(profile: Profile) -> tuple[Any, str]:
 
 def autocast_default(profile: Profile, values: dict[str, Any]) -> dict[str, Any]:
     """``{"bf16": ...}`` for a Trainer-based stage's config, unless its profile section sets ``bf16`` or
-    ``fp16`` itself: bf16 autocast where the stage's base dtype (``train_dtype``) is bf16, that is on CUDA
-    with bf16 and on a CPU whose bf16 matmuls were measured faster than fp32 (AMX, AVX512-BF16).
+    ``fp16`` itself: bf16 autocast where the training dtype (``train_dtype``) is bf16, that is on CUDA
+    with bf16 and on a CPU whose bf16 matmuls were measured faster than fp32 (AMX, AVX512-BF16). RLOO
+    reads the same measurement, though its weights stay in ``ppo.rl_dtype`` (fp32 on a CPU), as they
+    did under TRL's default.
 
     TRL's SFT, reward and RLOO configs default to ``bf16=True``, and on a CPU the Trainer then autocasts
     every matmul to bf16 whatever the CPU. Where bf16 has no hardware path that is ruinous: on an
