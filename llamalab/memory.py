@@ -125,7 +125,7 @@ def profile_plan(profile, shape: Shape) -> list[dict[str, Any]]:
         sec = ex.get(stage, {})
         batch = int(sec.get("per_device_train_batch_size", 8))
         seq = int(sec.get("max_length", 512) or 512) if stage != "ppo" else 256
-        ckpt = bool(sec.get("gradient_checkpointing", False))
+        ckpt = bool(sec.get("gradient_checkpointing", True))  # TRL's SFT, reward and PPO configs default to on
         critic = rl["critic_quantization"] if stage == "ppo" else None
         plan = stage_plan(s=shape, stage=stage, weights=weights, lora_r=r, batch=batch, seq=seq,
                           checkpointing=ckpt, response=int(sec.get("response_length", 96)),

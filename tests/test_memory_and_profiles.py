@@ -54,6 +54,10 @@ def test_profile_training_sections_build_trl_and_peft_configs(name, tmp_path):
         cfg = common.build_dataclass(cls, values, prof, section, output_dir=str(tmp_path), use_cpu=True,
                                      report_to=[])
         assert cfg.seed == 0, (name, section)
+        if name != "a100" and section != "rloo":  # TRL's default recomputes activations: only time on a CPU
+            assert cfg.gradient_checkpointing is False, (name, section)
+    if name != "a100":
+        assert not any(row["grad ckpt"] for row in memory.profile_plan(prof, _shape("LLaMA-7B")))
 
 
 @pytest.mark.parametrize("name", ["smoke", "cpu", "a100"])

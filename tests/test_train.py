@@ -279,8 +279,10 @@ def test_ppo_applies_gradient_checkpointing_that_trl_leaves_off(tmp_path, runs):
 
     prof = _tiny_profile(tmp_path)
     text = prof.path.read_text()
-    assert text.count("  gradient_checkpointing: false") == 1  # the smoke profile's ppo section
-    prof.path.write_text(text.replace("  gradient_checkpointing: false", "  gradient_checkpointing: true"))
+    head, ppo_section = text.split("\nppo:", 1)
+    assert ppo_section.split("\nrloo:")[0].count("  gradient_checkpointing: false") == 1  # smoke turns it off
+    prof.path.write_text(head + "\nppo:" + ppo_section.replace("  gradient_checkpointing: false",
+                                                               "  gradient_checkpointing: true", 1))
     prof = config.load_profile(prof.path)
     assert prof.extra["ppo"]["gradient_checkpointing"] is True
     train_sft(prof, progress=False)
