@@ -335,3 +335,27 @@ def test_degenerate_detection():
     assert not study.is_degenerate("SELECT COUNT(DISTINCT user_id) FROM events WHERE rpc_method = 'Login';")
     assert study.point_biserial([1.0, 2.0, 3.0, 4.0], [False, False, True, True]) > 0.8
     assert study.point_biserial([1.0, 2.0], [True, False]) is None
+
+
+def test_gain_on_the_tasks_rl_trains_on_leaves_the_other_prompts_out():
+    from llamalab.train import heldout
+
+    tasks = ["sql", "sql", "joke", "clickbait"]
+    report = {"policies": {
+        "sft": {"samples": [{"score": s, "kl": 0.0} for s in (1.0, 3.0, 5.0, 100.0)]},
+        "ppo": {"samples": [{"score": s, "kl": k} for s, k in ((3.0, 1.0), (5.0, 1.0), (5.0, 2.0), (0.0, 9.0))]}}}
+    sub = heldout.trained_tasks_gain(report, tasks, ["sql", "joke"])
+    std = statistics.pstdev([1.0, 3.0, 5.0])
+    assert (sub["n"], sub["tasks"], sub["left_out"]) == (3, ["joke", "sql"], ["clickbait"])
+    assert sub["sft_std_score"] == pytest.approx(std)
+    ppo = sub["policies"]["ppo"]
+    assert ppo["gain_in_sft_std"] == pytest.approx((13 / 3 - 3.0) / std)  # the clickbait prompt's -100 is not in it
+    assert ppo["gain_se_in_sft_std"] == pytest.approx(statistics.stdev([2.0, 2.0, 0.0]) / 3 ** 0.5 / std)
+    assert ppo["mean_kl"] == pytest.approx(4 / 3)
+    assert heldout.trained_tasks_gain(report, tasks, None) is None  # RL trains on every task
+    assert heldout.trained_tasks_gain(report, tasks, ["sql", "joke", "clickbait"]) is None
+    line = next(x for x in heldout.summary_lines({
+        "n_prompts": 4, "temperature": 0.7, "sft_within_task_std": 1.0, "trained_tasks": sub,
+        "policies": {"sft": {"mean_score": 27.25, "std_score": 1.0, "mean_kl": 0.0}}}) if "tasks RL trains on" in x)
+    assert line == (f"on the 3 prompts of the tasks RL trains on (joke, sql; not clickbait), SFT score SD {std:.2f}: "
+                    f"gain ppo {(13 / 3 - 3.0) / std:+.2f} ± {ppo['gain_se_in_sft_std']:.2f} at 1.33 nats (in that SD)")
