@@ -251,7 +251,7 @@ def resolve_dtype(dtype: str = "auto", device: str = "cpu") -> tuple[Any, str]:
         ratio = cpu_bf16_speedup()
         if ratio >= 1.3:
             return torch.bfloat16, f"bfloat16 (measured {ratio:.1f}x faster matmuls than fp32 on this CPU)"
-        return torch.float32, f"float32 (bf16 matmuls measured only {ratio:.1f}x fp32 on this CPU)"
+        return torch.float32, f"float32 (bf16 matmuls measured only {ratio:.2g}x fp32 on this CPU)"
     return torch.float32, f"float32 (default on {device})"
 
 
