@@ -29,6 +29,7 @@ from typing import Any
 from .. import models
 from ..config import Profile
 from . import common
+from .ppo import rl_options
 
 
 def _load_causal(path: Path, dtype, device: str = "cpu"):
@@ -150,14 +151,11 @@ def evaluate_policies(profile: Profile, policies: dict[str, Path], *, limit: int
     report["sft_within_task_std"] = within
     for p in report["policies"].values():
         gain = p["mean_score"] - base["mean_score"]
-        p["gain_in_sft_std"] = gain / base["std_score"] if base["std_score"] else None
         p["gain_in_sft_within_task_std"] = gain / within if within else None
-        se = paired_se([s["score"] for s in p["samples"]], [s["score"] for s in base["samples"]])
-        p["gain_se_in_sft_std"] = se / base["std_score"] if se is not None and base["std_score"] else None
+        p["gain_in_sft_std"], p["gain_se_in_sft_std"] = gain_in_std(
+            [s["score"] for s in p["samples"]], [s["score"] for s in base["samples"]], base["std_score"])
     for p in report["policies"].values():
         p["sql_correct"] = sql_correct(ctx["rows"], [s["response"] for s in p["samples"]])
-    from .ppo import rl_options
-
     report["trained_tasks"] = trained_tasks_gain(report, tasks, rl_options(profile)["tasks"])
     report["reference"] = reference_check(ctx, report)
     report["constant_answers"] = constant_answers(ctx, report)
@@ -172,8 +170,10 @@ def trained_tasks_gain(report: dict[str, Any], tasks: list[str], trained: list[s
     held-out set keeps every task, so where ``rl.tasks`` leaves one out (the cpu profile: clickbait),
     the headline gain mixes prompts the policy was trained for with prompts it never saw the like of.
     None where RL trains on every held-out task."""
-    idx = [i for i, t in enumerate(tasks) if trained is None or t in trained]
-    if trained is None or len(idx) == len(tasks) or len(idx) < 2:
+    if trained is None:
+        return None
+    idx = [i for i, t in enumerate(tasks) if t in trained]
+    if len(idx) == len(tasks) or len(idx) < 2:
         return None
     base = [report["policies"]["sft"]["samples"][i]["score"] for i in idx]
     std = statistics.pstdev(base)
@@ -183,12 +183,10 @@ def trained_tasks_gain(report: dict[str, Any], tasks: list[str], trained: list[s
         if label == "sft":
             continue
         scores = [p["samples"][i]["score"] for i in idx]
-        se = paired_se(scores, base)
-        out["policies"][label] = {
-            "mean_score": statistics.fmean(scores),
-            "gain_in_sft_std": (statistics.fmean(scores) - statistics.fmean(base)) / std if std else None,
-            "gain_se_in_sft_std": se / std if se is not None and std else None,
-            "mean_kl": statistics.fmean(p["samples"][i]["kl"] for i in idx)}
+        gain, se = gain_in_std(scores, base, std)
+        out["policies"][label] = {"mean_score": statistics.fmean(scores), "gain_in_sft_std": gain,
+                                  "gain_se_in_sft_std": se,
+                                  "mean_kl": statistics.fmean(p["samples"][i]["kl"] for i in idx)}
     return out
 
 
@@ -363,6 +361,15 @@ def best_of_n_lines(report: dict[str, Any]) -> list[str]:
                      f"any of {c['k']} {c['sql_any_correct']:.1f}/{report['n_sql']}")
         lines.append(line)
     return lines
+
+
+def gain_in_std(scores: list[float], base_scores: list[float], std: float) -> tuple[float | None, float | None]:
+    """The mean gain of ``scores`` over ``base_scores`` (the same prompts, in order) and its paired
+    standard error, both in units of ``std``; None where ``std`` is 0 or the SE is undefined."""
+    if not std:
+        return None, None
+    se = paired_se(scores, base_scores)
+    return (statistics.fmean(scores) - statistics.fmean(base_scores)) / std, None if se is None else se / std
 
 
 def paired_se(scores: list[float], base_scores: list[float]) -> float | None:
