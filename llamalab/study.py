@@ -10,7 +10,7 @@ import gc
 from dataclasses import dataclass
 from typing import Any
 
-from . import models, probes
+from . import models, paths, probes
 from .config import Profile
 
 SEEN_DB = "events"  # its schema appears in the SFT data (with other questions)
@@ -25,8 +25,13 @@ class Entry:
 
 
 def evaluate(profile: Profile, entries: list[Entry], names=("clickbait", "sql", "jokes"), *,
-             limits: dict[str, int | None] | None = None, progress: bool = True) -> list[dict[str, Any]]:
-    """Run each probe on each entry; results are saved as runs/<profile>/probes/<probe>__<label>.json."""
+             limits: dict[str, int | None] | None = None, progress: bool = True,
+             reuse: bool = True) -> list[dict[str, Any]]:
+    """Run each probe on each entry; results are saved as runs/<profile>/probes/<probe>__<label>.json.
+
+    ``reuse``: where a result saved there has the same ``probes.result_key`` (same weights, tokenizer,
+    data, settings and code: notebook 08's base and SFT rows are notebook 05's), it is reused, not
+    generated again; ``reused_from`` in the result names the file."""
     results = []
     for e in entries:
         model, tok = models.load_model(e.spec, dtype=profile.model.dtype, verbose=progress)
@@ -34,7 +39,8 @@ def evaluate(profile: Profile, entries: list[Entry], names=("clickbait", "sql", 
             limit = (limits or {}).get(name, profile.probes.limit.get(name))
             res = probes.run_probe(name, model, tok, limit=limit, chat=e.chat, model_spec=e.spec,
                                    batch_size=profile.generation.batch_size, profile=profile.name,
-                                   progress=progress)
+                                   progress=progress,
+                                   reuse_dir=paths.stage_dir(profile.name, "probes") if reuse else None)
             res["label"] = e.label
             path = probes.result_path(profile.name, name, e.label)
             res["path"] = str(probes.save_result(res, path))

@@ -79,3 +79,55 @@ def test_cli_bad_data_file_names_file_line_field(tmp_path, capsys):
     preds = _predictions(tmp_path, [{"id": "line-1", "completion": "yes"}])
     assert main(["probe", "clickbait", "--data", str(bad), "--predictions", str(preds)]) == 2
     assert f"{bad}:2: field 'label'" in capsys.readouterr().err
+
+
+def test_a_saved_result_is_reused_only_under_the_same_weights_data_settings_and_code(tmp_path, monkeypatch):
+    from llamalab.models import load_model
+
+    model, tok = load_model("tiny")
+    first = probes.run_probe("clickbait", model, tok, limit=4, batch_size=2, progress=False, reuse_dir=tmp_path)
+    assert first["key"] and "reused_from" not in first
+    saved = probes.save_result(first, tmp_path / "clickbait__first.json")
+
+    again, again_tok = load_model("tiny")  # another copy of the same (seeded) weights
+    second = probes.run_probe("clickbait", again, again_tok, limit=4, batch_size=2, progress=False,
+                              model_spec="copy", reuse_dir=tmp_path)
+    assert second["reused_from"] == str(saved) and second["model"] == "copy"
+    assert [i["completion"] for i in second["items"]] == [i["completion"] for i in first["items"]]
+    assert second["key"] == first["key"]
+
+    def fresh(**kw):
+        args = {"limit": 4, "batch_size": 2, "progress": False, "reuse_dir": tmp_path, **kw}
+        res = probes.run_probe("clickbait", args.pop("model", again), tok, **args)
+        assert "reused_from" not in res and res["key"] != first["key"], kw
+        return res
+
+    fresh(limit=3)
+    fresh(chat=True)
+    fresh(batch_size=4)
+    data = tmp_path / "clickbait.jsonl"
+    lines = probes.default_data("clickbait").read_text(encoding="utf-8").splitlines(keepends=True)
+    data.write_text(lines[1] + lines[0] + "".join(lines[2:]), encoding="utf-8")  # same items, another order
+    fresh(data=data)
+    import torch
+
+    changed, _ = load_model("tiny")
+    with torch.no_grad():
+        next(changed.parameters())[0, 0] += 1e-3
+    fresh(model=changed)
+    monkeypatch.setattr(probes, "code_digest", lambda name: "edited scoring code")
+    fresh()
+
+
+def test_study_reuses_a_result_saved_under_another_label(tmp_path, monkeypatch, tiny):
+    from llamalab import config, study
+
+    monkeypatch.setenv("LLAMALAB_RUNS", str(tmp_path))
+    profile = config.load_profile("smoke")
+    entries = [study.Entry("base", "tiny"), study.Entry("again", "tiny")]
+    first, second = study.evaluate(profile, entries, names=("clickbait",), limits={"clickbait": 3}, progress=False)
+    assert "reused_from" not in first and second["reused_from"] == first["path"]
+    assert second["label"] == "again" and second["items"] == first["items"]
+    third, = study.evaluate(profile, entries[1:], names=("clickbait",), limits={"clickbait": 3}, progress=False,
+                            reuse=False)
+    assert "reused_from" not in third and third["items"] == first["items"]

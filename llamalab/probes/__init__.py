@@ -83,13 +83,31 @@ def run_probe(
     profile: str | None = None,
     progress: bool = True,
     reuse_prefix: bool = True,
+    reuse_dir: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Run one probe: generate (or read ``predictions``), parse, score, summarize."""
+    """Run one probe: generate (or read ``predictions``), parse, score, summarize.
+
+    A generated result records ``key`` (``result_key``: everything its completions depend on). With
+    ``reuse_dir``, a result of this probe saved there under the same key is returned instead of
+    generating again (``reused_from`` names its file; ``model``/``adapter``/``profile`` are this call's)."""
     from ..generate import GenStats, format_prompt, generate
 
     mod = get_probe(name)
     data_path = Path(data) if data else default_data(name)
     items = mod.load_items(data_path)
+    key = None
+    if not predictions and model is not None and tokenizer is not None:
+        key = result_key(name, model, tokenizer, data_path=data_path, limit=limit, chat=chat, batch_size=batch_size,
+                         max_new_tokens=max_new_tokens or mod.MAX_NEW_TOKENS, reuse_prefix=reuse_prefix)
+        if reuse_dir is not None and (found := find_result(reuse_dir, name, key)) is not None:
+            res = load_result(found)
+            res.pop("path", None)
+            res.update({"model": model_spec or getattr(model, "llamalab_info", {}).get("spec"),
+                        "adapter": str(adapter) if adapter else getattr(model, "llamalab_info", {}).get("adapter"),
+                        "profile": profile, "reused_from": str(found)})
+            if progress:
+                print(f"probe {name}: reusing {found} (same model weights, tokenizer, data, settings and code)")
+            return res
     if predictions:
         preds = read_predictions(predictions, items)
         items = [it for it in items if str(it["id"]) in preds]
@@ -127,11 +145,85 @@ def run_probe(
         "profile": profile,
         "prompt_format": "chat" if chat else "plain",
         "data": str(data_path),
+        "key": key,
         "generation": gen_info,
         "scoring_seconds": round(time.perf_counter() - t0, 3),
         "summary": summary,
         "items": scored,
     }
+
+
+def model_digest(model) -> str:
+    """sha256 over every parameter and buffer (name, dtype, shape, bytes): equal digests, equal weights."""
+    import hashlib
+
+    import torch
+
+    h = hashlib.sha256()
+    for pname, t in sorted(model.state_dict().items()):
+        if not isinstance(t, torch.Tensor):
+            h.update(f"{pname}={t!r}".encode())
+            continue
+        t = t.detach().to("cpu").contiguous().reshape(-1)
+        h.update(f"{pname}|{t.dtype}|{t.numel()}|".encode())
+        h.update(memoryview(t.view(torch.uint8).numpy()))
+    return h.hexdigest()
+
+
+def tokenizer_digest(tokenizer) -> str:
+    """sha256 of what turns text into ids here: the tokenizer's full definition, chat template,
+    special tokens and padding side."""
+    import hashlib
+
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    parts = [backend.to_str() if backend is not None else repr(tokenizer),
+             str(getattr(tokenizer, "chat_template", None)), repr(getattr(tokenizer, "special_tokens_map", None)),
+             str(getattr(tokenizer, "pad_token_id", None)), str(getattr(tokenizer, "padding_side", None))]
+    return hashlib.sha256("\x00".join(parts).encode()).hexdigest()
+
+
+def code_digest(name: str) -> str:
+    """sha256 of the source that builds, generates and scores this probe (the probe module, this
+    package's runner, generate.py, sqlbox.py)."""
+    import hashlib
+
+    from .. import generate as _generate
+    from .. import sqlbox as _sqlbox
+
+    h = hashlib.sha256()
+    for mod in (get_probe(name), importlib.import_module(__name__), _generate, _sqlbox):
+        h.update(Path(mod.__file__).read_bytes())
+    return h.hexdigest()
+
+
+def result_key(name: str, model, tokenizer, *, data_path: str | Path, limit: int | None, chat: bool,
+               batch_size: int, max_new_tokens: int, reuse_prefix: bool) -> str:
+    """A digest of everything a probe's greedy completions and scores depend on: the weights, the
+    tokenizer, the data file's bytes, the settings, the code and the library versions. Equal keys =
+    the same result (up to the device's arithmetic), so it can be reused instead of generated again."""
+    import hashlib
+
+    import torch
+    import transformers
+
+    parts = {"probe": name, "weights": model_digest(model), "tokenizer": tokenizer_digest(tokenizer),
+             "data": hashlib.sha256(Path(data_path).read_bytes()).hexdigest(), "limit": limit, "chat": bool(chat),
+             "batch_size": batch_size, "max_new_tokens": max_new_tokens, "reuse_prefix": bool(reuse_prefix),
+             "device": str(getattr(model, "device", "")), "code": code_digest(name),
+             "versions": [torch.__version__, transformers.__version__]}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def find_result(directory: str | Path, name: str, key: str) -> Path | None:
+    """A saved result of probe ``name`` in ``directory`` with this ``key`` (unreadable files are skipped)."""
+    for path in sorted(Path(directory).glob(f"{name}__*.json")):
+        try:
+            res = load_result(path)
+        except (OSError, ValueError):
+            continue
+        if isinstance(res, dict) and res.get("probe") == name and res.get("key") == key and res.get("items"):
+            return path
+    return None
 
 
 def slug(text: str) -> str:
@@ -158,10 +250,12 @@ def load_result(path: str | Path) -> dict:
 
 
 def run_for_profile(name: str, profile, models_list: list[str] | None = None, *, progress: bool = True,
-                    save: bool = True) -> list[dict]:
+                    save: bool = True, reuse: bool = True) -> list[dict]:
     """Run one probe on each of the profile's models (``probes.models``); save each results JSON.
 
     Models are loaded one at a time and released, so a 7B model and the default fit one GPU in turn.
+    ``reuse``: a result saved under runs/<profile>/probes/ with the same ``result_key`` is returned
+    instead of generating again.
     """
     import gc
 
@@ -174,7 +268,7 @@ def run_for_profile(name: str, profile, models_list: list[str] | None = None, *,
         model, tok = _models.load_model(spec, dtype=dtype, quantization=quant)
         res = run_probe(name, model, tok, limit=profile.probes.limit.get(name), chat=profile.probes.chat,
                         batch_size=profile.generation.batch_size, model_spec=spec, profile=profile.name,
-                        progress=progress)
+                        progress=progress, reuse_dir=paths.stage_dir(profile.name, "probes") if reuse else None)
         if save:
             res["path"] = str(save_result(res, result_path(profile.name, name, spec)))
         results.append(res)

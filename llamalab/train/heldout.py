@@ -135,7 +135,8 @@ def evaluate_policies(profile: Profile, policies: dict[str, Path], *, limit: int
         model, tok = (reference, ref_tok) if Path(path) == sft_dir else _load_causal(Path(path), dtype, device)
         samples = sample(model, tok, prompts, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
         scores = score(rm, rm_tok, prompts, [[{"role": "assistant", "content": s["text"]}] for s in samples])
-        kls = kl_per_sequence(model, reference, samples, tok.pad_token_id, temperature)
+        kls = ([0.0] * len(samples) if model is reference  # SFT against itself: 0 by definition
+               else kl_per_sequence(model, reference, samples, tok.pad_token_id, temperature))
         report["policies"][label] = {
             "mean_score": statistics.fmean(scores), "std_score": statistics.pstdev(scores),
             "mean_kl": statistics.fmean(kls), "eos_rate": statistics.fmean(s["has_eos"] for s in samples),
