@@ -131,3 +131,18 @@ def test_study_reuses_a_result_saved_under_another_label(tmp_path, monkeypatch, 
     third, = study.evaluate(profile, entries[1:], names=("clickbait",), limits={"clickbait": 3}, progress=False,
                             reuse=False)
     assert "reused_from" not in third and third["items"] == first["items"]
+
+
+def test_a_model_whose_weights_cannot_be_read_back_generates_and_reuses_nothing(tmp_path, monkeypatch, tiny):
+    model, tok = tiny
+    old = probes.run_probe("clickbait", model, tok, limit=2, progress=False)
+    old.pop("key")  # a result saved before results had keys
+    probes.save_result(old, tmp_path / "clickbait__old.json")
+
+    def unreadable(m):
+        raise NotImplementedError("Cannot copy out of meta tensor")
+
+    monkeypatch.setattr(probes, "model_digest", unreadable)
+    res = probes.run_probe("clickbait", model, tok, limit=2, progress=False, reuse_dir=tmp_path)
+    assert res["key"] is None and "reused_from" not in res and res["summary"]["n"] == 2
+    assert probes.find_result(tmp_path, "clickbait", None) is None

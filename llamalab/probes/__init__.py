@@ -97,9 +97,14 @@ def run_probe(
     items = mod.load_items(data_path)
     key = None
     if not predictions and model is not None and tokenizer is not None:
-        key = result_key(name, model, tokenizer, data_path=data_path, limit=limit, chat=chat, batch_size=batch_size,
-                         max_new_tokens=max_new_tokens or mod.MAX_NEW_TOKENS, reuse_prefix=reuse_prefix)
-        if reuse_dir is not None and (found := find_result(reuse_dir, name, key)) is not None:
+        try:
+            key = result_key(name, model, tokenizer, data_path=data_path, limit=limit, chat=chat,
+                             batch_size=batch_size, max_new_tokens=max_new_tokens or mod.MAX_NEW_TOKENS,
+                             reuse_prefix=reuse_prefix)
+        except Exception as exc:  # weights it cannot read back (offloaded to "meta", a quantized layout)
+            if progress:
+                print(f"probe {name}: no result key, so no reuse ({type(exc).__name__}: {exc})")
+        if key and reuse_dir is not None and (found := find_result(reuse_dir, name, key)) is not None:
             res = load_result(found)
             res.pop("path", None)
             res.update({"model": model_spec or getattr(model, "llamalab_info", {}).get("spec"),
@@ -216,6 +221,8 @@ def result_key(name: str, model, tokenizer, *, data_path: str | Path, limit: int
 
 def find_result(directory: str | Path, name: str, key: str) -> Path | None:
     """A saved result of probe ``name`` in ``directory`` with this ``key`` (unreadable files are skipped)."""
+    if not key:
+        return None
     for path in sorted(Path(directory).glob(f"{name}__*.json")):
         try:
             res = load_result(path)
