@@ -115,6 +115,9 @@ def test_a_saved_result_is_reused_only_under_the_same_weights_data_settings_and_
     with torch.no_grad():
         next(changed.parameters())[0, 0] += 1e-3
     fresh(model=changed)
+    stops_elsewhere, _ = load_model("tiny")  # the same weights, another stop token for generation
+    stops_elsewhere.generation_config.eos_token_id = 7
+    fresh(model=stops_elsewhere)
     monkeypatch.setattr(probes, "code_digest", lambda name: "edited scoring code")
     fresh()
 

@@ -175,6 +175,18 @@ def model_digest(model) -> str:
     return h.hexdigest()
 
 
+def config_text(model) -> str:
+    """The model's configuration and generation configuration (where generation reads its stop
+    tokens), without path-like and version fields, and its attention implementation."""
+    parts = []
+    for cfg in (getattr(model, "config", None), getattr(model, "generation_config", None)):
+        d = cfg.to_dict() if cfg is not None and hasattr(cfg, "to_dict") else {}
+        parts.append({k: v for k, v in d.items()
+                      if not k.startswith("_") and k not in ("transformers_version", "name_or_path")})
+    parts.append(str(getattr(getattr(model, "config", None), "_attn_implementation", None)))
+    return json.dumps(parts, sort_keys=True, default=str)
+
+
 def tokenizer_digest(tokenizer) -> str:
     """sha256 of what turns text into ids here: the tokenizer's full definition, chat template,
     special tokens and padding side."""
@@ -204,14 +216,16 @@ def code_digest(name: str) -> str:
 def result_key(name: str, model, tokenizer, *, data_path: str | Path, limit: int | None, chat: bool,
                batch_size: int, max_new_tokens: int, reuse_prefix: bool) -> str:
     """A digest of everything a probe's greedy completions and scores depend on: the weights, the
-    tokenizer, the data file's bytes, the settings, the code and the library versions. Equal keys =
-    the same result (up to the device's arithmetic), so it can be reused instead of generated again."""
+    model's configuration, the tokenizer, the data file's bytes, the settings, the code and the
+    library versions. Equal keys = the same result (up to the device's arithmetic), so it can be
+    reused instead of generated again."""
     import hashlib
 
     import torch
     import transformers
 
-    parts = {"probe": name, "weights": model_digest(model), "tokenizer": tokenizer_digest(tokenizer),
+    parts = {"probe": name, "weights": model_digest(model), "config": config_text(model),
+             "tokenizer": tokenizer_digest(tokenizer),
              "data": hashlib.sha256(Path(data_path).read_bytes()).hexdigest(), "limit": limit, "chat": bool(chat),
              "batch_size": batch_size, "max_new_tokens": max_new_tokens, "reuse_prefix": bool(reuse_prefix),
              "device": str(getattr(model, "device", "")), "code": code_digest(name),
