@@ -35,12 +35,14 @@ def evaluate(profile: Profile, entries: list[Entry], names=("clickbait", "sql", 
     results = []
     for e in entries:
         model, tok = models.load_model(e.spec, dtype=profile.model.dtype, verbose=progress)
+        digest = probes.safe_model_digest(model)  # once per loaded model, not once per probe
         for name in names:
             limit = (limits or {}).get(name, profile.probes.limit.get(name))
             res = probes.run_probe(name, model, tok, limit=limit, chat=e.chat, model_spec=e.spec,
                                    batch_size=profile.generation.batch_size, profile=profile.name,
                                    progress=progress,
-                                   reuse_dir=paths.stage_dir(profile.name, "probes") if reuse else None)
+                                   reuse_dir=paths.stage_dir(profile.name, "probes") if reuse else None,
+                                   weights_digest=digest)
             res["label"] = e.label
             path = probes.result_path(profile.name, name, e.label)
             res["path"] = str(probes.save_result(res, path))

@@ -213,3 +213,17 @@ def test_gpu_bench_refuses_without_cuda_unless_tiny():
         pytest.skip("this machine has a GPU")
     with pytest.raises(RuntimeError, match="needs a CUDA GPU"):
         bench_gpu(tiny=False)
+
+
+def test_bench_train_rate_leaves_the_first_step_out():
+    """`bench train`'s tokens/s is steps 2..N: TRL's cumulative num_tokens minus step 1's, over the
+    later steps' seconds; the first step (first allocations in the process) does not count."""
+    from llamalab.bench import _steady_tokens_per_s
+
+    history = [{"loss": 1.0, "num_tokens": 100.0}, {"loss": 0.9, "num_tokens": 300.0},
+               {"loss": 0.8, "num_tokens": 600.0}, {"train_runtime": 9.0}]
+    rate, tokens, wall = _steady_tokens_per_s(history, [50.0, 2.0, 3.0])
+    assert (tokens, wall) == (500, 5.0)
+    assert rate == pytest.approx(100.0)
+    with pytest.raises(ValueError, match="at least 2 logged steps"):
+        _steady_tokens_per_s(history[:1], [50.0])

@@ -149,3 +149,22 @@ def test_a_model_whose_weights_cannot_be_read_back_generates_and_reuses_nothing(
     res = probes.run_probe("clickbait", model, tok, limit=2, progress=False, reuse_dir=tmp_path)
     assert res["key"] is None and "reused_from" not in res and res["summary"]["n"] == 2
     assert probes.find_result(tmp_path, "clickbait", None) is None
+
+
+def test_study_hashes_each_models_weights_once_for_all_its_probes(tmp_path, monkeypatch, tiny):
+    from llamalab import config, study
+
+    monkeypatch.setenv("LLAMALAB_RUNS", str(tmp_path))
+    calls = []
+    real = probes.model_digest
+    monkeypatch.setattr(probes, "model_digest", lambda m: calls.append(1) or real(m))
+    profile = config.load_profile("smoke")
+    entries = [study.Entry("base", "tiny"), study.Entry("again", "tiny")]
+    res = study.evaluate(profile, entries, names=("clickbait", "sql"), limits={"clickbait": 2, "sql": 1},
+                         progress=False)
+    assert len(calls) == 2  # one per loaded model, not one per (model, probe)
+    model, tok = tiny
+    direct = probes.run_probe("clickbait", model, tok, limit=2, batch_size=profile.generation.batch_size,
+                              progress=False)
+    assert [r["key"] for r in res if r["probe"] == "clickbait"] == [direct["key"]] * 2
+    assert res[3]["reused_from"] == res[1]["path"]  # the second model's sql result is the first's

@@ -84,12 +84,15 @@ def run_probe(
     progress: bool = True,
     reuse_prefix: bool = True,
     reuse_dir: str | Path | None = None,
+    weights_digest: str | None = None,
 ) -> dict[str, Any]:
     """Run one probe: generate (or read ``predictions``), parse, score, summarize.
 
     A generated result records ``key`` (``result_key``: everything its completions depend on). With
     ``reuse_dir``, a result of this probe saved there under the same key is returned instead of
-    generating again (``reused_from`` names its file; ``model``/``adapter``/``profile`` are this call's)."""
+    generating again (``reused_from`` names its file; ``model``/``adapter``/``profile`` are this call's).
+    ``weights_digest``: ``model_digest(model)`` where the caller already computed it (one per loaded
+    model, not one per probe); None computes it here."""
     from ..generate import GenStats, format_prompt, generate
 
     mod = get_probe(name)
@@ -100,7 +103,7 @@ def run_probe(
         try:
             key = result_key(name, model, tokenizer, data_path=data_path, limit=limit, chat=chat,
                              batch_size=batch_size, max_new_tokens=max_new_tokens or mod.MAX_NEW_TOKENS,
-                             reuse_prefix=reuse_prefix)
+                             reuse_prefix=reuse_prefix, weights_digest=weights_digest)
         except Exception as exc:  # weights it cannot read back (offloaded to "meta", a quantized layout)
             if progress:
                 print(f"probe {name}: no result key, so no reuse ({type(exc).__name__}: {exc})")
@@ -175,6 +178,15 @@ def model_digest(model) -> str:
     return h.hexdigest()
 
 
+def safe_model_digest(model) -> str | None:
+    """``model_digest``, or None where the weights cannot be read back (offloaded to "meta", a
+    quantized layout): run_probe then tries again itself and, failing, keeps no key."""
+    try:
+        return model_digest(model)
+    except Exception:  # noqa: BLE001 - any failure only means "no reuse"
+        return None
+
+
 def config_text(model) -> str:
     """The model's configuration and generation configuration (where generation reads its stop
     tokens), without path-like and version fields, and its attention implementation."""
@@ -214,17 +226,17 @@ def code_digest(name: str) -> str:
 
 
 def result_key(name: str, model, tokenizer, *, data_path: str | Path, limit: int | None, chat: bool,
-               batch_size: int, max_new_tokens: int, reuse_prefix: bool) -> str:
+               batch_size: int, max_new_tokens: int, reuse_prefix: bool, weights_digest: str | None = None) -> str:
     """A digest of everything a probe's greedy completions and scores depend on: the weights, the
     model's configuration, the tokenizer, the data file's bytes, the settings, the code and the
     library versions. Equal keys = the same result (up to the device's arithmetic), so it can be
-    reused instead of generated again."""
+    reused instead of generated again. ``weights_digest``: ``model_digest(model)``, if already known."""
     import hashlib
 
     import torch
     import transformers
 
-    parts = {"probe": name, "weights": model_digest(model), "config": config_text(model),
+    parts = {"probe": name, "weights": weights_digest or model_digest(model), "config": config_text(model),
              "tokenizer": tokenizer_digest(tokenizer),
              "data": hashlib.sha256(Path(data_path).read_bytes()).hexdigest(), "limit": limit, "chat": bool(chat),
              "batch_size": batch_size, "max_new_tokens": max_new_tokens, "reuse_prefix": bool(reuse_prefix),
