@@ -130,13 +130,24 @@ def _cmd_heldout(args) -> int:
 
     if args.best_of and args.best_of < 2:
         raise ValueError(f"--best-of {args.best_of}: needs at least 2 samples per prompt")
+    if args.samples is not None and args.samples < 1:
+        raise ValueError(f"--samples {args.samples}: needs at least 1 response per prompt")
     prof = config.load_profile(args.profile)
-    policies = {name: prof.stage_dir(name) / "merged" for name in args.policies}
-    for name, path in policies.items():
+    policies: dict[str, Path] = {}
+    for item in args.policies:
+        label, sep, where = item.partition("=")
+        if not sep and label not in ("ppo", "rloo"):
+            raise ValueError(f"--policies {item}: expected ppo, rloo or LABEL=DIR (a merged policy directory)")
+        if sep and (not label or label == "sft" or label in policies):
+            raise ValueError(f"--policies {item}: the label before '=' must be new and not 'sft'")
+        path = Path(where) if sep else prof.stage_dir(label) / "merged"
         if not (path / "config.json").is_file():
-            raise FileNotFoundError(f"{path}: no merged {name} policy; run `python -m llamalab train {name} "
-                                    f"--profile {prof.name}` first")
-    report = heldout.evaluate_policies(prof, policies, limit=args.limit, best_of=args.best_of)
+            hint = (f"run `python -m llamalab train {label} --profile {prof.name}` first" if not sep
+                    else "expected a merged model directory (config.json and weights)")
+            raise FileNotFoundError(f"{path}: no merged {label} policy; {hint}")
+        policies[label] = path
+    report = heldout.evaluate_policies(prof, policies, limit=args.limit, best_of=args.best_of,
+                                       samples_per_prompt=args.samples)
     out = Path(args.json) if args.json else prof.stage_dir("heldout") / "heldout.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1))
@@ -231,8 +242,13 @@ def build_parser() -> argparse.ArgumentParser:
     h = sub.add_parser("heldout", help="RL policies vs the SFT model on the held-out prompts: reward-model "
                                        "score and KL")
     h.add_argument("--profile", default="cpu")
-    h.add_argument("--policies", nargs="+", default=["ppo", "rloo"], choices=["ppo", "rloo"])
+    h.add_argument("--policies", nargs="+", default=["ppo", "rloo"], metavar="POLICY",
+                   help="ppo, rloo (the profile's stages) or LABEL=DIR (any merged policy, e.g. one trained with "
+                        "other settings under another LLAMALAB_RUNS)")
     h.add_argument("--limit", type=int, help="only the first N held-out prompts")
+    h.add_argument("--samples", type=int, metavar="N",
+                   help="responses per prompt from every policy (default: the profile's heldout.samples_per_prompt, "
+                        "else 1): gains are taken on per-prompt means, in the SD of single SFT samples")
     h.add_argument("--best-of", type=int, default=0, metavar="N",
                    help="also sample N responses per prompt from the SFT model and print the best-of-k curve "
                         "(k = 1, 2, 4, ..., N): the reward plain sampling reaches at each KL, the baseline an RL "

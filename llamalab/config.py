@@ -74,7 +74,7 @@ _SECTIONS = {
     "bench": BenchConfig,
 }
 # Sections owned by later stages; their keys are checked against the TRL/PEFT dataclasses there.
-_EXTRA_SECTIONS = ("lora", "sft", "reward", "ppo", "rloo", "data", "rl")
+_EXTRA_SECTIONS = ("lora", "sft", "reward", "ppo", "rloo", "data", "rl", "heldout")
 # llamalab's own keys of the `data` section (how much of data/train/ a stage uses); their values are
 # checked by the stage that reads them
 DATA_KEYS = ("sft_train", "sft_eval", "pairs_train", "pairs_eval", "execution_pairs", "execution_samples",

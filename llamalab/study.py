@@ -341,14 +341,26 @@ def conclusions(df, heldout: dict[str, Any] | None = None,
             gain = p.get("gain_in_sft_std")
             met = gain is not None and gain >= 0.5 and p["mean_kl"] <= KL_TARGET
             within = p.get("gain_in_sft_within_task_std")
+            se = p.get("gain_se_in_sft_std")
+            n = heldout.get("samples_per_prompt", 1)
+            interval = ""
+            if gain is not None and se is not None and p["mean_kl"] <= KL_TARGET:
+                low, high = gain - 1.96 * se, gain + 1.96 * se
+                if met and low < 0.5:
+                    interval = (f" by its point estimate only: the 95% interval, {_fmt(low)} to {_fmt(high)}, reaches "
+                                "below 0.5")
+                elif not met and high >= 0.5:
+                    interval = f"; its 95% interval, {_fmt(low)} to {_fmt(high)}, reaches 0.5"
             out.append(
-                f"On {heldout['n_prompts']} held-out prompts, {label}'s mean reward-model score {verdict} over SFT's "
+                f"On {heldout['n_prompts']} held-out prompts"
+                + (f" ({n} samples each)" if n > 1 else "")
+                + f", {label}'s mean reward-model score {verdict} over SFT's "
                 f"({_fmt(sft['mean_score'])} -> {_fmt(p['mean_score'])}: {_fmt(gain)}"
                 + (f" ± {_fmt(p['gain_se_in_sft_std'])}" if p.get("gain_se_in_sft_std") is not None else "")
                 + " SFT standard deviations"
                 + (f", {_fmt(within)} within-task standard deviations" if within is not None else "")
                 + f") at a mean KL to SFT of {_fmt(p['mean_kl'])} nats per sequence; the target (>= 0.5 SFT standard "
-                f"deviations at KL <= {KL_TARGET:g} nats) was {'met' if met else 'NOT met'}.")
+                f"deviations at KL <= {KL_TARGET:g} nats) was {'met' if met else 'NOT met'}{interval}.")
         ref = heldout.get("reference")
         if ref and ref.get("gain_in_sft_std") is not None:
             out.append(

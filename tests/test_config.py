@@ -97,3 +97,24 @@ def test_a_misspelled_set_key_is_blamed_on_the_set_not_the_file():
     prof.extra["rloo"]["max_stepz"] = 3  # the same mistake in the YAML names the file
     with pytest.raises(config.ConfigError, match=r"cpu.yaml: rloo.max_stepz: unknown key"):
         rloo_config(prof, prof.stage_dir("rloo"))
+
+
+def test_heldout_section_is_checked_and_outside_every_fingerprint(tmp_path):
+    from llamalab import paths
+    from llamalab.train import common, heldout
+
+    base = config.load_profile("smoke")
+    assert heldout.samples_setting(base) == 1 and heldout.samples_setting(config.load_profile("cpu")) == 4
+    text = (paths.configs_dir() / "smoke.yaml").read_text()
+    for extra, message in (("heldout:\n  samples_per_promt: 4\n", "heldout.samples_per_promt: unknown key"),
+                           ("heldout:\n  samples_per_prompt: 0\n", "expected a whole number >= 1, got 0"),
+                           ("heldout:\n  samples_per_prompt: true\n", "got True")):
+        path = tmp_path / "p.yaml"
+        path.write_text(text + extra)
+        with pytest.raises(config.ConfigError, match=message):
+            heldout.samples_setting(config.load_profile(path))
+    path.write_text(text + "heldout:\n  samples_per_prompt: 3\n")
+    three = config.load_profile(path)
+    assert heldout.samples_setting(three) == 3
+    for stage in ("sft", "reward", "ppo", "rloo"):  # changing it retrains nothing
+        assert common.fingerprint(three, stage, []) == common.fingerprint(base, stage, [])

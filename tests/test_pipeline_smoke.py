@@ -200,6 +200,51 @@ def test_heldout_command_and_where_the_reward_model_runs(chain, tmp_path, monkey
     assert "no merged rloo policy" in capsys.readouterr().err
 
 
+def test_heldout_several_samples_per_prompt_and_a_policy_by_directory(chain, tmp_path, capsys):
+    """`heldout --samples N` draws N responses per prompt from each policy; round 0 is the one-sample
+    report, each prompt's entry holds the mean of its N, gains are on those means in the SD of single SFT
+    samples; `--policies LABEL=DIR` evaluates any merged policy beside the profile's stages."""
+    import statistics
+
+    from llamalab import __main__ as cli
+
+    one, two = tmp_path / "one.json", tmp_path / "two.json"
+    merged = chain["runs"] / "smoke" / "ppo" / "merged"
+    assert cli.main(["heldout", "--profile", "smoke", "--policies", "ppo", "--limit", "3", "--json", str(one)]) == 0
+    assert cli.main(["heldout", "--profile", "smoke", "--policies", "ppo", f"again={merged}", "--limit", "3",
+                     "--samples", "2", "--json", str(two)]) == 0
+    printed = capsys.readouterr().out
+    r1, r2 = json.loads(one.read_text()), json.loads(two.read_text())
+    assert r2["samples_per_prompt"] == 2 and set(r2["policies"]) == {"sft", "ppo", "again"}
+    assert "3 held-out prompts, 2 samples each" in printed
+    for label in ("sft", "ppo"):
+        single, double = r1["policies"][label], r2["policies"][label]
+        for s1, s2 in zip(single["samples"], double["samples"], strict=True):
+            assert s2["responses"][0] == s1["response"] == s2["response"]  # round 0 = the one-sample draw
+            assert s2["scores"][0] == pytest.approx(s1["score"], abs=1e-5)
+            assert s2["score"] == pytest.approx(statistics.fmean(s2["scores"]))
+            assert s2["kl"] == pytest.approx(statistics.fmean(s2["kls"]))
+        every = [x for s in double["samples"] for x in s["scores"]]
+        assert len(every) == 6 and double["std_score"] == pytest.approx(statistics.pstdev(every))
+        assert double["mean_score"] == pytest.approx(statistics.fmean(every))
+    sft, ppo = r2["policies"]["sft"], r2["policies"]["ppo"]
+    assert any(s["responses"][0] != s["responses"][1] for s in sft["samples"])  # two draws, not one twice
+    means = [s["score"] for s in ppo["samples"]], [s["score"] for s in sft["samples"]]
+    assert ppo["gain_in_sft_std"] == pytest.approx((statistics.fmean(means[0]) - statistics.fmean(means[1]))
+                                                   / sft["std_score"])
+    diffs = [a - b for a, b in zip(*means, strict=True)]
+    assert ppo["gain_se_in_sft_std"] == pytest.approx(statistics.stdev(diffs) / 3 ** 0.5 / sft["std_score"])
+    assert r2["policies"]["again"]["samples"] == ppo["samples"]  # the same weights by directory, same seeds
+    flags = sft["sql_correct"]  # two SQL prompts, one clickbait: a share of the two queries, or None
+    assert flags[2] is None and all(f in (0.0, 0.5, 1.0) for f in flags[:2])
+    assert cli.main(["heldout", "--profile", "smoke", "--policies", "dpo", "--limit", "3"]) == 2
+    assert "--policies dpo: expected ppo, rloo or LABEL=DIR" in capsys.readouterr().err
+    assert cli.main(["heldout", "--profile", "smoke", "--policies", f"x={tmp_path}", "--limit", "3"]) == 2
+    assert f"{tmp_path}: no merged x policy" in capsys.readouterr().err
+    assert cli.main(["heldout", "--profile", "smoke", "--samples", "0"]) == 2
+    assert "--samples 0: needs at least 1" in capsys.readouterr().err
+
+
 def test_reward_pairs_come_from_sft_queries_that_run_wrong(chain, tmp_path, capsys):
     """`python -m llamalab reward pairs` samples the SFT model on the SQL training prompts, runs each
     query, and appends (correct, wrong) pairs to the data set's own for `train reward --data`."""

@@ -154,6 +154,14 @@ def test_heldout_sentence_states_the_acceptance():
     heldout["policies"]["ppo"].update(mean_kl=3.2, mean_score=1.5, gain_in_sft_std=0.25)
     line = study.conclusions(_table(), heldout, pairs=[("base", "sft")])[-1]
     assert "rose" in line and line.endswith("was NOT met.")
+    # at the bar within its error: the verdict says the interval reaches the other side
+    heldout["policies"]["ppo"].update(gain_in_sft_std=0.5001, gain_se_in_sft_std=0.083)
+    heldout["samples_per_prompt"] = 4
+    line = study.conclusions(_table(), heldout, pairs=[("base", "sft")])[-1]
+    assert line.startswith("On 4 held-out prompts (4 samples each), ppo's")
+    assert line.endswith("was met by its point estimate only: the 95% interval, 0.34 to 0.66, reaches below 0.5.")
+    heldout["policies"]["ppo"].update(gain_in_sft_std=0.40, gain_se_in_sft_std=0.14)
+    assert study.conclusions(_table(), heldout)[-1].endswith("was NOT met; its 95% interval, 0.13 to 0.67, reaches 0.5.")
 
 
 def test_within_task_spread_removes_the_gap_between_tasks():
@@ -327,6 +335,28 @@ def test_fixed_replies_show_whether_the_score_can_be_raised_without_answering(mo
     line = study.conclusions(_table(), {**summary, "constant_answers": const}, pairs=[("base", "sft")])[-1]
     assert "scores up to 6.50 ('yes!') against SFT's 4.75 (+0.88 SFT standard deviations" in line
     assert line.endswith("not by itself evidence of a better model, and such a policy alone would meet the target.")
+
+
+def test_several_samples_per_prompt_keep_the_unit_of_single_samples():
+    """With n responses per prompt, the SD that gains are measured in is that of single SFT responses
+    (not of per-prompt means, which is smaller and would inflate every gain), on the tasks RL trains on
+    and within tasks alike."""
+    from llamalab.train import heldout
+
+    tasks = ["sql", "sql", "joke", "clickbait"]
+    sft = [{"score": 2.0, "kl": 0.0, "scores": [1.0, 3.0]}, {"score": 2.0, "kl": 0.0, "scores": [0.0, 4.0]},
+           {"score": 5.0, "kl": 0.0, "scores": [5.0, 5.0]}, {"score": 9.0, "kl": 0.0, "scores": [9.0, 9.0]}]
+    ppo = [{"score": 3.0, "kl": 1.0, "scores": [3.0, 3.0]}, {"score": 4.0, "kl": 1.0, "scores": [4.0, 4.0]},
+           {"score": 5.0, "kl": 2.0, "scores": [5.0, 5.0]}, {"score": 9.0, "kl": 0.0, "scores": [9.0, 9.0]}]
+    sub = heldout.trained_tasks_gain({"policies": {"sft": {"samples": sft}, "ppo": {"samples": ppo}}}, tasks,
+                                     ["sql", "joke"])
+    single = statistics.pstdev([1.0, 3.0, 0.0, 4.0, 5.0, 5.0])  # 1.86; the three means' SD would be 1.41
+    assert sub["sft_std_score"] == pytest.approx(single)
+    assert sub["policies"]["ppo"]["gain_in_sft_std"] == pytest.approx((4.0 - 3.0) / single)
+    flat_tasks, flat = heldout._flat(tasks, sft)
+    assert flat_tasks == ["sql"] * 4 + ["joke"] * 2 + ["clickbait"] * 2 and flat[:4] == [1.0, 3.0, 0.0, 4.0]
+    assert heldout.within_task_std(flat_tasks, flat) == pytest.approx((10 / 8) ** 0.5)  # sql +-1, +-2 round 2
+    assert heldout._flat(tasks, [{"score": x} for x in (1.0, 2.0, 3.0, 4.0)]) == (tasks, [1.0, 2.0, 3.0, 4.0])
 
 
 def test_degenerate_detection():

@@ -116,53 +116,118 @@ def _setup(profile: Profile, limit: int | None, max_new_tokens: int | None) -> d
             "reference": reference, "ref_tok": ref_tok}
 
 
+HELDOUT_KEYS = ("samples_per_prompt",)
+
+
+def samples_setting(profile: Profile) -> int:
+    """The profile's ``heldout.samples_per_prompt`` (default 1): responses per held-out prompt from
+    every policy. Not part of any stage's fingerprint: changing it retrains nothing."""
+    from ..config import ConfigError
+
+    opts = common.section(profile, "heldout")
+    for key in opts:
+        if key not in HELDOUT_KEYS:
+            raise ConfigError(f"{profile.path}: heldout.{key}: unknown key (known: {', '.join(HELDOUT_KEYS)})")
+    n = opts.get("samples_per_prompt", 1)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ConfigError(f"{profile.path}: heldout.samples_per_prompt: expected a whole number >= 1, got {n!r}")
+    return n
+
+
 def evaluate_policies(profile: Profile, policies: dict[str, Path], *, limit: int | None = None,
-                      max_new_tokens: int | None = None, seed: int = 1234, best_of: int = 0) -> dict[str, Any]:
+                      max_new_tokens: int | None = None, seed: int = 1234, best_of: int = 0,
+                      samples_per_prompt: int | None = None) -> dict[str, Any]:
     """Mean/std reward and mean KL to SFT, per policy label, on the held-out prompts. With ``best_of``
     = n >= 2, also the best-of-k curve of the SFT model (``report["best_of_n"]``, see ``best_of_n``),
-    from the same loaded models."""
+    from the same loaded models.
+
+    ``samples_per_prompt`` = n (default: the profile's ``heldout.samples_per_prompt``, else 1) draws
+    n responses per prompt from every policy (round r seeded with
+    ``seed + r``, so round 0 is the one-sample report). Each prompt's entry in ``samples`` then holds
+    the mean score and KL of its n responses (and the lists ``scores``, ``kls``, ``responses``);
+    ``sql_correct`` holds the share of its n queries that are correct. The unit of every gain stays
+    the standard deviation of single SFT samples (over all n x prompts), so a larger n narrows the
+    paired standard error without shrinking the unit."""
     from .reward import score
 
     if best_of and best_of < 2:
         raise ValueError(f"best-of-n needs n >= 2 samples per prompt, got {best_of}")
+    if samples_per_prompt is None:
+        samples_per_prompt = samples_setting(profile)
+    if samples_per_prompt < 1:
+        raise ValueError(f"samples_per_prompt must be at least 1, got {samples_per_prompt}")
     ctx = _setup(profile, limit, max_new_tokens)
     prompts, temperature, max_new_tokens = ctx["prompts"], ctx["temperature"], ctx["max_new_tokens"]
     sft_dir, dtype, device = ctx["sft_dir"], ctx["dtype"], ctx["device"]
     rm, rm_tok, reference, ref_tok = ctx["rm"], ctx["rm_tok"], ctx["reference"], ctx["ref_tok"]
+    n = samples_per_prompt
     report: dict[str, Any] = {"n_prompts": len(prompts), "temperature": temperature,
-                              "max_new_tokens": max_new_tokens, "policies": {}}
+                              "max_new_tokens": max_new_tokens, "samples_per_prompt": n, "policies": {}}
+    tasks = ctx["tasks"]
     for label, path in {"sft": sft_dir, **policies}.items():
         model, tok = (reference, ref_tok) if Path(path) == sft_dir else _load_causal(Path(path), dtype, device)
-        samples = sample(model, tok, prompts, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
-        scores = score(rm, rm_tok, prompts, [[{"role": "assistant", "content": s["text"]}] for s in samples])
-        kls = ([0.0] * len(samples) if model is reference  # SFT against itself: 0 by definition
-               else kl_per_sequence(model, reference, samples, tok.pad_token_id, temperature))
-        report["policies"][label] = {
-            "mean_score": statistics.fmean(scores), "std_score": statistics.pstdev(scores),
-            "mean_kl": statistics.fmean(kls), "eos_rate": statistics.fmean(s["has_eos"] for s in samples),
-            "mean_length": statistics.fmean(len(s["response_ids"]) for s in samples),
-            "samples": [{"prompt": s["prompt"][-1]["content"][-200:], "response": s["text"], "score": sc, "kl": k}
-                        for s, sc, k in zip(samples, scores, kls, strict=True)],
-        }
-    tasks = ctx["tasks"]
+        rounds = []
+        for r in range(n):
+            samples = sample(model, tok, prompts, max_new_tokens=max_new_tokens, temperature=temperature,
+                             seed=seed + r)
+            scores = score(rm, rm_tok, prompts, [[{"role": "assistant", "content": s["text"]}] for s in samples])
+            kls = ([0.0] * len(samples) if model is reference  # SFT against itself: 0 by definition
+                   else kl_per_sequence(model, reference, samples, tok.pad_token_id, temperature))
+            rounds.append((samples, scores, kls))
+        report["policies"][label] = _policy_entry(rounds)
+        report["policies"][label]["sql_correct"] = _sql_correct_rounds(ctx["rows"], rounds)
     for p in report["policies"].values():
         p["by_task"] = by_task(tasks, [s["score"] for s in p["samples"]], [s["kl"] for s in p["samples"]])
     base = report["policies"]["sft"]
-    within = within_task_std(tasks, [s["score"] for s in base["samples"]])
+    within = within_task_std(*_flat(tasks, base["samples"]))
     report["sft_within_task_std"] = within
     for p in report["policies"].values():
         gain = p["mean_score"] - base["mean_score"]
         p["gain_in_sft_within_task_std"] = gain / within if within else None
         p["gain_in_sft_std"], p["gain_se_in_sft_std"] = gain_in_std(
             [s["score"] for s in p["samples"]], [s["score"] for s in base["samples"]], base["std_score"])
-    for p in report["policies"].values():
-        p["sql_correct"] = sql_correct(ctx["rows"], [s["response"] for s in p["samples"]])
     report["trained_tasks"] = trained_tasks_gain(report, tasks, rl_options(profile)["tasks"])
     report["reference"] = reference_check(ctx, report)
     report["constant_answers"] = constant_answers(ctx, report)
     if best_of:
         report["best_of_n"] = best_of_n(ctx, best_of)
     return report
+
+
+def _policy_entry(rounds: list[tuple[list[dict], list[float], list[float]]]) -> dict[str, Any]:
+    """One policy's report from its rounds of (samples, scores, KLs), one round per response drawn for
+    every prompt: per prompt the mean score and KL (with every round's values where there are several);
+    overall means and the SD over all single responses."""
+    every = [x for smp, _, _ in rounds for x in smp]
+    all_scores = [x for _, sc, _ in rounds for x in sc]
+    entries = []
+    for i, first in enumerate(rounds[0][0]):
+        sc, kl = [rd[1][i] for rd in rounds], [rd[2][i] for rd in rounds]
+        entry = {"prompt": first["prompt"][-1]["content"][-200:], "response": first["text"],
+                 "score": statistics.fmean(sc), "kl": statistics.fmean(kl)}
+        if len(rounds) > 1:
+            entry.update(scores=sc, kls=kl, responses=[rd[0][i]["text"] for rd in rounds])
+        entries.append(entry)
+    return {"mean_score": statistics.fmean(all_scores), "std_score": statistics.pstdev(all_scores),
+            "mean_kl": statistics.fmean(k for _, _, kl in rounds for k in kl),
+            "eos_rate": statistics.fmean(s["has_eos"] for s in every),
+            "mean_length": statistics.fmean(len(s["response_ids"]) for s in every),
+            "samples": entries}
+
+
+def _sql_correct_rounds(rows: list[dict], rounds) -> list[bool | float | None]:
+    """``sql_correct`` of one round (True/False/None per prompt), or with several rounds the share of
+    each prompt's queries that are correct (None for prompts without a reference query)."""
+    flags = [sql_correct(rows, [s["text"] for s in smp]) for smp, _, _ in rounds]
+    if len(flags) == 1:
+        return flags[0]
+    return [None if col[0] is None else sum(map(bool, col)) / len(col) for col in zip(*flags, strict=True)]
+
+
+def _flat(tasks: list[str], samples: list[dict]) -> tuple[list[str], list[float]]:
+    """(task, score) of every single response behind per-prompt entries (one or several rounds)."""
+    pairs = [(t, x) for t, s in zip(tasks, samples, strict=True) for x in s.get("scores", [s["score"]])]
+    return [t for t, _ in pairs], [x for _, x in pairs]
 
 
 def trained_tasks_gain(report: dict[str, Any], tasks: list[str], trained: list[str] | None) -> dict[str, Any] | None:
@@ -177,7 +242,7 @@ def trained_tasks_gain(report: dict[str, Any], tasks: list[str], trained: list[s
     if len(idx) == len(tasks) or len(idx) < 2:
         return None
     base = [report["policies"]["sft"]["samples"][i]["score"] for i in idx]
-    std = statistics.pstdev(base)
+    std = statistics.pstdev(_flat([tasks[i] for i in idx], [report["policies"]["sft"]["samples"][i] for i in idx])[1])
     out: dict[str, Any] = {"tasks": sorted({tasks[i] for i in idx}), "n": len(idx), "sft_std_score": std,
                            "left_out": sorted(set(tasks) - {tasks[i] for i in idx}), "policies": {}}
     for label, p in report["policies"].items():
@@ -223,7 +288,8 @@ def reference_check(ctx: dict[str, Any], report: dict[str, Any]) -> dict[str, An
     ref = score(ctx["rm"], ctx["rm_tok"], [ctx["prompts"][i] for i in idx],
                 [[{"role": "assistant", "content": ctx["rows"][i]["reference"]}] for i in idx])
     sft = [base["samples"][i]["score"] for i in idx]
-    wrong = [j for j, i in enumerate(idx) if base["sql_correct"][i] is False]
+    wrong = [j for j, i in enumerate(idx)  # no correct query (False, or a share of 0 over several rounds)
+             if base["sql_correct"][i] is not None and not base["sql_correct"][i]]
     std = base["std_score"]
     return {"n": len(idx), "mean_score": statistics.fmean(ref), "sft_mean_score": statistics.fmean(sft),
             "gain_in_sft_std": (statistics.fmean(ref) - statistics.fmean(sft)) / std if std else None,
@@ -407,7 +473,9 @@ def within_task_std(tasks: list[str], scores: list[float]) -> float | None:
 def summary_lines(report: dict[str, Any]) -> list[str]:
     """One line per policy: mean score, gain over SFT in SFT standard deviations (± paired standard
     error; also within tasks) and mean KL per sequence."""
-    lines = [f"{report['n_prompts']} held-out prompts, one sample each at temperature {report['temperature']}, "
+    n = report.get("samples_per_prompt", 1)
+    each = "one sample each" if n == 1 else f"{n} samples each (gains and SEs on per-prompt means)"
+    lines = [f"{report['n_prompts']} held-out prompts, {each} at temperature {report['temperature']}, "
              f"SFT score SD {report['policies']['sft']['std_score']:.2f} ({report['sft_within_task_std']:.2f} within "
              f"tasks)"]
     for label, p in report["policies"].items():
@@ -420,7 +488,8 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
                 line += f" ({p['gain_in_sft_within_task_std']:+.2f} within-task SD)"
         flags = [f for f in p.get("sql_correct") or [] if f is not None]
         if flags:
-            line += f"  SQL correct {sum(flags)}/{len(flags)}"
+            line += (f"  SQL correct {sum(flags)}/{len(flags)}" if n == 1 else
+                     f"  SQL correct {sum(flags):.2f}/{len(flags)} (mean over {n} samples)")
         lines.append(line)
     if (sub := report.get("trained_tasks")) and sub["policies"]:
         each = ", ".join(f"{label} {q['gain_in_sft_std']:+.2f}" + (f" ± {q['gain_se_in_sft_std']:.2f}"
