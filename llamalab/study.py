@@ -371,8 +371,10 @@ def conclusions(df, heldout: dict[str, Any] | None = None,
         if ref and ref.get("sql_sft_wrong"):
             share = ref["sql_above_wrong_sft"] / ref["sql_sft_wrong"]
             out.append(
-                f"On the {ref['sql_sft_wrong']} held-out SQL prompts where SFT's query is wrong (wrong rows, or "
-                f"none that runs), the reward model scores the correct reference query higher on "
+                f"On the {ref['sql_sft_wrong']} held-out SQL prompts where "
+                + ("SFT's query is wrong" if heldout.get("samples_per_prompt", 1) == 1 else
+                   f"none of SFT's {heldout['samples_per_prompt']} queries is right")
+                + " (wrong rows, or none that runs), the reward model scores the correct reference query higher on "
                 f"{ref['sql_above_wrong_sft']} "
                 f"({share:.0%}; 50% is chance), so its score "
                 + ("tracks SQL correctness on new prompts." if share >= 0.75 else

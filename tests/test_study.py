@@ -295,6 +295,10 @@ def test_reference_sentences_say_whether_the_reward_model_tracks_correctness():
     heldout["reference"].update(gain_in_sft_std=0.8, sql_above_wrong_sft=28)
     lines = study.conclusions(_table(), heldout, pairs=[("base", "sft")])
     assert "would meet the target" in lines[-2] and lines[-1].endswith("tracks SQL correctness on new prompts.")
+    assert lines[-1].startswith("On the 31 held-out SQL prompts where SFT's query is wrong (wrong rows")
+    heldout["samples_per_prompt"] = 4  # then "wrong" means none of SFT's four queries is right
+    line = study.conclusions(_table(), heldout, pairs=[("base", "sft")])[-1]
+    assert line.startswith("On the 31 held-out SQL prompts where none of SFT's 4 queries is right (wrong rows")
 
 
 def test_fixed_replies_show_whether_the_score_can_be_raised_without_answering(monkeypatch):

@@ -1,7 +1,8 @@
 """Held-out evaluation of RL policies: reward-model score and KL to the SFT model.
 
 On prompts never used in training (``data/train/ppo_prompts_heldout.jsonl``), each policy samples
-one response per prompt (fixed seed, the RL temperature); the reward model scores it, and the KL
+the profile's ``heldout.samples_per_prompt`` responses per prompt (default 1; fixed seeds, the RL
+temperature); the reward model scores each, and the KL
 to the reference (the SFT model) is estimated per sequence as the sum over response tokens of
 ``log pi(y_t) - log pi_ref(y_t)``, with logits scaled by the temperature as TRL's PPO does.
 
@@ -503,10 +504,11 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
         gain = ref["gain_in_sft_std"]
         lines.append(f"reference answers: mean score {ref['mean_score']:6.2f} on {ref['n']} prompts (SFT "
                      f"{ref['sft_mean_score']:.2f}), gain {gain:+.2f} SFT SD if a policy gave every one; above "
-                     f"SFT's sample on {ref['above_sft']}/{ref['n']}" if gain is not None else
+                     f"SFT's {'sample' if n == 1 else 'mean'} on {ref['above_sft']}/{ref['n']}" if gain is not None else
                      f"reference answers: mean score {ref['mean_score']:6.2f} on {ref['n']} prompts")
         if ref["sql_sft_wrong"]:
-            lines.append(f"on the {ref['sql_sft_wrong']} SQL prompts where SFT's query is wrong, the reward model "
+            which = "SFT's query is wrong" if n == 1 else f"none of SFT's {n} queries is right"
+            lines.append(f"on the {ref['sql_sft_wrong']} SQL prompts where {which}, the reward model "
                          f"scores the reference query higher on {ref['sql_above_wrong_sft']} "
                          f"({ref['sql_above_wrong_sft'] / ref['sql_sft_wrong']:.0%}; 50% = chance)")
     if (const := report.get("constant_answers")) and const["best_by_task_gain_in_sft_std"] is not None:
