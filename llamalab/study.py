@@ -334,6 +334,7 @@ def conclusions(df, heldout: dict[str, Any] | None = None,
     if heldout:
         pol = heldout["policies"]
         sft = pol.get("sft")
+        n = heldout.get("samples_per_prompt", 1)
         for label, p in pol.items():
             if label == "sft" or not sft:
                 continue
@@ -342,7 +343,6 @@ def conclusions(df, heldout: dict[str, Any] | None = None,
             met = gain is not None and gain >= 0.5 and p["mean_kl"] <= KL_TARGET
             within = p.get("gain_in_sft_within_task_std")
             se = p.get("gain_se_in_sft_std")
-            n = heldout.get("samples_per_prompt", 1)
             interval = ""
             if gain is not None and se is not None and p["mean_kl"] <= KL_TARGET:
                 low, high = gain - 1.96 * se, gain + 1.96 * se
@@ -356,7 +356,7 @@ def conclusions(df, heldout: dict[str, Any] | None = None,
                 + (f" ({n} samples each)" if n > 1 else "")
                 + f", {label}'s mean reward-model score {verdict} over SFT's "
                 f"({_fmt(sft['mean_score'])} -> {_fmt(p['mean_score'])}: {_fmt(gain)}"
-                + (f" ± {_fmt(p['gain_se_in_sft_std'])}" if p.get("gain_se_in_sft_std") is not None else "")
+                + (f" ± {_fmt(se)}" if se is not None else "")
                 + " SFT standard deviations"
                 + (f", {_fmt(within)} within-task standard deviations" if within is not None else "")
                 + f") at a mean KL to SFT of {_fmt(p['mean_kl'])} nats per sequence; the target (>= 0.5 SFT standard "
@@ -372,8 +372,7 @@ def conclusions(df, heldout: dict[str, Any] | None = None,
             share = ref["sql_above_wrong_sft"] / ref["sql_sft_wrong"]
             out.append(
                 f"On the {ref['sql_sft_wrong']} held-out SQL prompts where "
-                + ("SFT's query is wrong" if heldout.get("samples_per_prompt", 1) == 1 else
-                   f"none of SFT's {heldout['samples_per_prompt']} queries is right")
+                + ("SFT's query is wrong" if n == 1 else f"none of SFT's {n} queries is right")
                 + " (wrong rows, or none that runs), the reward model scores the correct reference query higher on "
                 f"{ref['sql_above_wrong_sft']} "
                 f"({share:.0%}; 50% is chance), so its score "

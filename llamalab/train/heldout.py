@@ -242,8 +242,9 @@ def trained_tasks_gain(report: dict[str, Any], tasks: list[str], trained: list[s
     idx = [i for i, t in enumerate(tasks) if t in trained]
     if len(idx) == len(tasks) or len(idx) < 2:
         return None
-    base = [report["policies"]["sft"]["samples"][i]["score"] for i in idx]
-    std = statistics.pstdev(_flat([tasks[i] for i in idx], [report["policies"]["sft"]["samples"][i] for i in idx])[1])
+    sft = [report["policies"]["sft"]["samples"][i] for i in idx]
+    base = [s["score"] for s in sft]
+    std = statistics.pstdev(_flat([tasks[i] for i in idx], sft)[1])  # of single responses, as the headline SD
     out: dict[str, Any] = {"tasks": sorted({tasks[i] for i in idx}), "n": len(idx), "sft_std_score": std,
                            "left_out": sorted(set(tasks) - {tasks[i] for i in idx}), "policies": {}}
     for label, p in report["policies"].items():
