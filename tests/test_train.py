@@ -354,3 +354,67 @@ def test_bf16_autocast_follows_the_measured_dtype_not_trls_default(tmp_path, mon
     prof.extra["reward"]["bf16"] = True  # asked for in the profile: kept
     assert [b(prof, tmp_path / n).bf16 for n, b in builders.items()] == [False, True, False]
     assert common.autocast_default(prof, {"fp16": True}) == {}
+
+
+def test_value_warmup_trains_only_the_value_model_first(tmp_path, runs):
+    """rl.value_warmup_updates: N extra PPO updates in which the policy's LoRA stays as it started
+    (so the rollouts of update N+1 still match the reference: KL 0) while the value model learns; then
+    the policy learns for the profile's own updates."""
+    import torch
+    from transformers import TrainerCallback
+
+    from llamalab.train.ppo import rl_options, train_ppo
+    from llamalab.train.reward import train_reward
+    from llamalab.train.sft import train_sft
+
+    snaps = []
+
+    def trainable(module):
+        return torch.cat([p.detach().flatten().clone() for n, p in module.named_parameters()
+                          if "lora_" in n or n.endswith("score.weight")])
+
+    class Snap(TrainerCallback):
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
+            snaps.append((trainable(model.policy), trainable(model.value_model)))
+
+        def on_step_end(self, args, state, control, model=None, **kwargs):
+            snaps.append((trainable(model.policy), trainable(model.value_model)))
+
+    prof = _tiny_profile(tmp_path, "rl:\n  value_warmup_updates: 2\n")
+    assert rl_options(prof)["value_warmup_updates"] == 2
+    train_sft(prof, progress=False)
+    train_reward(prof, progress=False)
+    summary = train_ppo(prof, progress=False, callbacks=[Snap()])
+    rows = [json.loads(x) for x in (runs / prof.name / "ppo" / "metrics.jsonl").read_text().splitlines()]
+    assert summary["updates"] == len(rows) == 4  # smoke's 2 updates of 4 episodes, after 2 warmup updates
+    assert [r["phase"] for r in rows] == ["value warmup", "value warmup", "policy", "policy"]
+    assert len(snaps) == 5
+    start_policy, start_value = snaps[0]
+    assert torch.equal(snaps[1][0], start_policy) and torch.equal(snaps[2][0], start_policy)
+    assert not torch.equal(snaps[3][0], start_policy)  # the first policy update moves the LoRA
+    assert not torch.equal(snaps[1][1], start_value)  # the value model learns from the first update
+    assert all(abs(r["kl"]) < 1e-4 for r in rows[:3]) and rows[3]["kl"] > 1e-4
+    info = json.loads((runs / prof.name / "ppo" / "run_info.json").read_text())
+    assert "value_warmup_updates" in json.dumps(info)
+
+    prof.extra["rl"] = {"value_warmup_updates": -1}
+    with pytest.raises(config.ConfigError, match=r"tinyprof.yaml: rl.value_warmup_updates: .* got -1"):
+        rl_options(prof)
+
+
+def test_baseline_stats_tell_a_useful_baseline_from_a_useless_one():
+    """A per-prompt baseline equal to each prompt's mean score removes the gap between prompts; one that
+    runs against it (as the reward model's reading of a bare prompt did on the cpu profile) adds to it."""
+    from llamalab.train.heldout import baseline_stats
+
+    scores = [[2.0, 4.0], [-2.0, 0.0], [5.0, 7.0], [-4.0, -2.0]]  # prompt means 3, -1, 6, -3
+    tasks = ["sql", "joke", "sql", "joke"]
+    good = baseline_stats([3.0, -1.0, 6.0, -3.0], scores, tasks)
+    bad = baseline_stats([-3.0, 1.0, -6.0, 3.0], scores, tasks)
+    assert good["corr_v0_prompt_mean"] == pytest.approx(1.0) and bad["corr_v0_prompt_mean"] == pytest.approx(-1.0)
+    assert good["sd_minus_v0"] == pytest.approx(1.0)  # only the spread within a prompt is left
+    assert bad["sd_minus_v0"] > good["sd_none"] > good["sd_minus_task_mean"] > good["sd_minus_v0"]
+    assert good["sd_minus_loo_mean"] == pytest.approx(2.0)  # two responses: x - the other one
+    assert good["by_task"] == {"joke": {"v0": -2.0, "score": -2.0}, "sql": {"v0": 4.5, "score": 4.5}}
+    with pytest.raises(ValueError, match="at least two scores per prompt"):
+        baseline_stats([1.0], [[1.0]], ["sql"])

@@ -18,6 +18,10 @@ and whether the reward model ranks a correct query above SFT's wrong one on prom
 Each policy's SQL is also run against its schema (``sql_correct``): a measure of quality that does not
 go through the reward model. ``constant_answers`` scores one fixed reply ("yes", "no", ...) to every
 prompt: where that outscores SFT, the reward model can be raised without answering at all.
+
+``value_baseline`` asks how good a baseline PPO's value model gives before it learns (it starts as
+the reward model): the reward model's reading of each bare prompt against the mean score of SFT's
+answers to it.
 """
 
 from __future__ import annotations
@@ -519,3 +523,61 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
         lines.append(f"one fixed answer to every prompt, gain in SFT SD: {each}; the best one per task ({best}; "
                      f"picked on these prompts) {const['best_by_task_gain_in_sft_std']:+.2f}")
     return lines
+
+
+def baseline_stats(v0: list[float], scores: list[list[float]], tasks: list[str]) -> dict[str, Any]:
+    """How well a per-prompt baseline ``v0`` (one value per prompt) predicts the scores of that
+    prompt's sampled responses (``scores[i]``, two or more per prompt), beside the baselines RLOO and a
+    per-task mean would give. The standard deviations are of score minus baseline over every response:
+    a baseline is useful where its SD is below the plain one (no baseline)."""
+    if len(v0) != len(scores) or len(scores) != len(tasks) or any(len(s) < 2 for s in scores):
+        raise ValueError("baseline_stats: one v0 and task per prompt, and at least two scores per prompt")
+    flat = [x for s in scores for x in s]
+    means = [statistics.fmean(s) for s in scores]
+    per_task = task_means([t for t, s in zip(tasks, scores, strict=True) for _ in s], flat)
+    return {
+        "prompts": len(scores), "responses": len(flat),
+        "corr_v0_prompt_mean": statistics.correlation(v0, means) if len(set(v0)) > 1 else None,
+        "sd_none": statistics.pstdev(flat),
+        "sd_minus_v0": statistics.pstdev([x - b for s, b in zip(scores, v0, strict=True) for x in s]),
+        "sd_minus_task_mean": statistics.pstdev([x - per_task[t] for s, t in zip(scores, tasks, strict=True)
+                                                 for x in s]),
+        "sd_minus_loo_mean": statistics.pstdev([x - (sum(s) - x) / (len(s) - 1) for s in scores for x in s]),
+        "by_task": {t: {"v0": statistics.fmean(b for b, x in zip(v0, tasks, strict=True) if x == t),
+                        "score": per_task[t]} for t in sorted(per_task)},
+    }
+
+
+def value_baseline(profile: Profile, report: dict[str, Any], reward_dir: str | Path | None = None) -> dict[str, Any]:
+    """PPO's value model starts as the reward model (``load_stack``), so before it learns, its baseline
+    for a prompt is the reward model's reading of the prompt with no answer yet, V(0). This scores
+    that reading against the SFT responses of a held-out report (``evaluate_policies`` with two or
+    more samples per prompt): ``baseline_stats``, plus the mean size of the value's step from one
+    response token to the next (GAE turns those steps into per-token advantages)."""
+    import torch
+
+    from .ppo import load_prompts
+    from .reward import load_reward_model
+
+    rows = load_prompts(profile, heldout=True)
+    samples = report["policies"]["sft"]["samples"]
+    if len(samples) != len(rows):
+        raise ValueError(f"value_baseline: the report has {len(samples)} prompts, the profile's held-out set "
+                         f"{len(rows)}")
+    rm, tok = load_reward_model(reward_dir or common.require_stage(profile, "reward"))
+    v0, finals, steps = [], [], []
+    with torch.no_grad():
+        for row, sample in zip(rows, samples, strict=True):
+            query = common.chat_ids(tok, row["prompt"], add_generation_prompt=True)
+            per_prompt = []
+            for text in sample["responses"]:
+                ids = query + tok(text, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+                hidden = rm.model(input_ids=torch.tensor([ids])).last_hidden_state
+                values = rm.score(hidden)[0, len(query) - 1:, 0].tolist()  # V(0) .. V(T) = the score
+                per_prompt.append(values[-1])
+                steps += [abs(b - a) for a, b in zip(values[:-1], values[1:], strict=True)]
+            v0.append(values[0])
+            finals.append(per_prompt)
+    out = baseline_stats(v0, finals, [r.get("task", "?") for r in rows])
+    out["mean_abs_value_step"] = statistics.fmean(steps)
+    return out

@@ -84,7 +84,7 @@ class _ResponseLengths:
         return sum(vals) / len(vals) if vals else None
 
 
-def _metrics_callback(path: Path, lengths: _ResponseLengths):
+def _metrics_callback(path: Path, lengths: _ResponseLengths, warmup: int = 0):
     from transformers import TrainerCallback
 
     class MetricsJsonl(TrainerCallback):
@@ -92,7 +92,8 @@ def _metrics_callback(path: Path, lengths: _ResponseLengths):
             if not logs or "objective/kl" not in logs:
                 return
             row = {"update": state.global_step, **{ours: logs.get(theirs) for theirs, ours in METRIC_KEYS.items()},
-                   "response_length": lengths.take_mean()}
+                   "response_length": lengths.take_mean(),
+                   "phase": "value warmup" if state.global_step <= warmup else "policy"}
             with path.open("a") as fh:
                 fh.write(json.dumps(row) + "\n")
 
@@ -131,6 +132,34 @@ def _samples_callback(path: Path, tokenizer, prompts: list[str], max_new_tokens:
     return Samples()
 
 
+def _value_warmup_callback(updates: int):
+    """Holds the policy's trainable weights still for the first ``updates`` PPO updates
+    (rl.value_warmup_updates), then lets them learn from a fresh optimizer state.
+
+    Not through ``requires_grad``: each update's reference pass goes through PEFT's
+    ``disable_adapter()``, which switches the adapter's gradients back on when it exits. A hook
+    zeroes their gradients instead; AdamW (no weight decay) then leaves them exactly as they are."""
+    from transformers import TrainerCallback
+
+    class ValueWarmup(TrainerCallback):
+        def __init__(self):
+            self.params: list = []
+            self.hooks: list = []
+
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
+            self.params = [p for p in model.policy.parameters() if p.requires_grad]
+            self.hooks = [p.register_hook(lambda grad: grad.new_zeros(grad.shape)) for p in self.params]
+
+        def on_step_end(self, args, state, control, optimizer=None, **kwargs):
+            if state.global_step == updates:
+                for hook in self.hooks:
+                    hook.remove()
+                for p in self.params:  # AdamW's moments and step count for them: zero moments, but a step
+                    optimizer.state.pop(p, None)  # count that would damp the first real updates
+
+    return ValueWarmup()
+
+
 def ppo_config(profile: Profile, output_dir: Path, **overrides):
     import torch
     from trl.experimental.ppo import PPOConfig
@@ -163,7 +192,8 @@ def value_with_lora(profile: Profile, value):
     return value
 
 
-RL_KEYS = {"value": ("full", "lora"), "critic_quantization": (None, *models.QUANTIZATIONS), "tasks": None}
+RL_KEYS = {"value": ("full", "lora"), "critic_quantization": (None, *models.QUANTIZATIONS), "tasks": None,
+           "value_warmup_updates": None}
 
 
 def rl_options(profile: Profile) -> dict[str, Any]:
@@ -176,11 +206,17 @@ def rl_options(profile: Profile) -> dict[str, Any]:
     - ``tasks``: which tasks' prompts PPO and RLOO train on (null = all; held-out evaluation always
       keeps every task). The cpu profile leaves out clickbait: its reward model scores "yes" and
       "no" alike (it learned the answer format, not the label), so those prompts carry no signal.
+    - ``value_warmup_updates``: PPO only. This many updates before the profile's, in which the policy's
+      LoRA is frozen and only the value model learns (OpenRLHF's ``freezing_actor_steps``). The value
+      model starts as the reward model, which reads a prompt with no answer yet as a baseline for it;
+      on the cpu profile's held-out prompts that reading correlates at -0.37 with the mean score of
+      SFT's answers, so the first updates' advantages rank tasks, not answers. 0 = none (TRL's way).
     """
     from ..config import ConfigError
     from ..trainsets import TASKS
 
-    opts = {"value": "full", "critic_quantization": None, "tasks": None, **common.section(profile, "rl")}
+    opts = {"value": "full", "critic_quantization": None, "tasks": None, "value_warmup_updates": 0,
+            **common.section(profile, "rl")}
     for key, val in opts.items():
         if key not in RL_KEYS:
             raise ConfigError(f"{profile.path}: rl.{key}: unknown key (known: {', '.join(RL_KEYS)})")
@@ -190,6 +226,9 @@ def rl_options(profile: Profile) -> dict[str, Any]:
     if tasks is not None and (not isinstance(tasks, list) or not tasks or any(t not in TASKS for t in tasks)):
         raise ConfigError(f"{profile.path}: rl.tasks: expected null or a non-empty list drawn from {list(TASKS)}, "
                           f"got {tasks!r}")
+    warm = opts["value_warmup_updates"]
+    if isinstance(warm, bool) or not isinstance(warm, int) or warm < 0:
+        raise ConfigError(f"{profile.path}: rl.value_warmup_updates: expected a whole number >= 0, got {warm!r}")
     if opts["critic_quantization"] and opts["value"] != "lora":
         raise ConfigError(f"{profile.path}: rl.critic_quantization needs rl.value: lora "
                           "(a quantized base cannot be fine-tuned)")
@@ -238,6 +277,11 @@ def train_ppo(profile: Profile, *, prompts: str | Path | None = None, progress: 
     held_rows = load_prompts(profile, heldout=True)
     out = profile.stage_dir("ppo")
     args = ppo_config(profile, out / "checkpoints", disable_tqdm=not progress)  # a bad key fails before any change
+    warmup = rl_options(profile)["value_warmup_updates"]
+    if warmup:  # extra updates: the policy still gets the profile's episodes
+        base = args.total_episodes or int(args.num_train_epochs * len(train_rows))
+        args.total_episodes = base + warmup * args.per_device_train_batch_size * args.gradient_accumulation_steps \
+            * common.world_size()
     lora = common.lora_config(profile)
     common.seed_everything(args.seed)  # the value model's and the policy's LoRA are drawn before PPOTrainer seeds
     policy, value, reward, tok, sft_dir, rm_dir = load_stack(profile)
@@ -262,7 +306,8 @@ def train_ppo(profile: Profile, *, prompts: str | Path | None = None, progress: 
                          value_model=value, train_dataset=query_dataset(tok, train_rows),
                          eval_dataset=query_dataset(tok, held_rows[: max(args.per_device_eval_batch_size, 1)]),
                          peft_config=lora,
-                         callbacks=[_metrics_callback(metrics_path, lengths),
+                         callbacks=[_metrics_callback(metrics_path, lengths, warmup),
+                                    *([_value_warmup_callback(warmup)] if warmup else []),
                                     _samples_callback(samples_path, tok, fixed, args.response_length),
                                     *(callbacks or [])])
     started = time.perf_counter()
@@ -281,6 +326,7 @@ def train_ppo(profile: Profile, *, prompts: str | Path | None = None, progress: 
         common.write_json(out / "run_info.json", common.run_info(
             profile, "ppo", {"ppo": args, "lora": lora},
             {"policy_base": str(sft_dir), "reward_model": str(rm_dir), "value_init": str(rm_dir),
+             "value_warmup_updates": warmup,
              "reference": "policy with its LoRA adapter disabled", "fingerprint": fp}))
     shutil.rmtree(out / "checkpoints", ignore_errors=True)
     return result
