@@ -124,7 +124,8 @@ def test_rl_options_are_checked(tmp_path):
         with pytest.raises(ConfigError, match=msg) as info:
             rl_options(config.load_profile(path))
         assert str(path) in str(info.value)
-    assert rl_options(config.load_profile("a100")) == {"value": "lora", "critic_quantization": None, "tasks": None}
+    assert rl_options(config.load_profile("a100")) == {"value": "lora", "critic_quantization": None, "tasks": None,
+                                                          "value_warmup_updates": 0}
     with pytest.raises(ModelError, match="needs a CUDA GPU"):
         quantization_config("4bit", "cpu")
 
