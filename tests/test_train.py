@@ -395,7 +395,13 @@ def test_value_warmup_trains_only_the_value_model_first(tmp_path, runs):
     assert not torch.equal(snaps[1][1], start_value)  # the value model learns from the first update
     assert all(abs(r["kl"]) < 1e-4 for r in rows[:3]) and rows[3]["kl"] > 1e-4
     info = json.loads((runs / prof.name / "ppo" / "run_info.json").read_text())
-    assert "value_warmup_updates" in json.dumps(info)
+    assert info["value_warmup_updates"] == 2 and info["config"]["ppo"]["total_episodes"] == 8 + 2 * 4
+
+    decayed = config.apply_overrides(prof, ["ppo.weight_decay=0.01"])
+    kept = (runs / prof.name / "ppo" / "metrics.jsonl").read_text()
+    with pytest.raises(config.ConfigError, match=r"tinyprof.yaml: rl.value_warmup_updates needs ppo.weight_decay: 0"):
+        train_ppo(decayed, progress=False)
+    assert (runs / prof.name / "ppo" / "metrics.jsonl").read_text() == kept  # refused before anything changed
 
     prof.extra["rl"] = {"value_warmup_updates": -1}
     with pytest.raises(config.ConfigError, match=r"tinyprof.yaml: rl.value_warmup_updates: .* got -1"):

@@ -138,7 +138,8 @@ def _value_warmup_callback(updates: int):
 
     Not through ``requires_grad``: each update's reference pass goes through PEFT's
     ``disable_adapter()``, which switches the adapter's gradients back on when it exits. A hook
-    zeroes their gradients instead; AdamW (no weight decay) then leaves them exactly as they are."""
+    zeroes their gradients instead; AdamW (no weight decay: ``train_ppo`` refuses it with a warmup) then
+    leaves them exactly as they are."""
     from transformers import TrainerCallback
 
     class ValueWarmup(TrainerCallback):
@@ -278,6 +279,11 @@ def train_ppo(profile: Profile, *, prompts: str | Path | None = None, progress: 
     out = profile.stage_dir("ppo")
     args = ppo_config(profile, out / "checkpoints", disable_tqdm=not progress)  # a bad key fails before any change
     warmup = rl_options(profile)["value_warmup_updates"]
+    if warmup and args.weight_decay:
+        from ..config import ConfigError
+
+        raise ConfigError(f"{profile.path}: rl.value_warmup_updates needs ppo.weight_decay: 0 (AdamW's decay "
+                          f"would move the policy that the warmup holds still; got {args.weight_decay})")
     if warmup:  # extra updates: the policy still gets the profile's episodes
         base = args.total_episodes or int(args.num_train_epochs * len(train_rows))
         args.total_episodes = base + warmup * args.per_device_train_batch_size * args.gradient_accumulation_steps \
