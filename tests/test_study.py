@@ -393,3 +393,62 @@ def test_gain_on_the_tasks_rl_trains_on_leaves_the_other_prompts_out():
         "policies": {"sft": {"mean_score": 27.25, "std_score": 1.0, "mean_kl": 0.0}}}) if "tasks RL trains on" in x)
     assert line == (f"on the 3 prompts of the tasks RL trains on (joke, sql; not clickbait), SFT score SD {std:.2f}: "
                     f"gain ppo {(13 / 3 - 3.0) / std:+.2f} ± {ppo['gain_se_in_sft_std']:.2f} at 1.33 nats (in that SD)")
+
+
+def test_sql_shapes_count_aggregate_answers_and_their_scores():
+    """Only SQL prompts with a reference count; each response is read (several per prompt or one),
+    the shapes are matched case- and space-insensitively, and a shape's name in a word does not count;
+    the within-prompt comparison uses only prompts with answers of both kinds."""
+    from llamalab.train import heldout
+
+    rows = [{"task": "sql", "reference": "SELECT COUNT (DISTINCT user_id) FROM events"},
+            {"task": "sql", "reference": "SELECT rpc_method FROM events GROUP  BY 1 HAVING COUNT(*) > 2"},
+            {"task": "sql", "reference": "SELECT * FROM events"},
+            {"task": "sql", "reference": None},  # no reference: left out
+            {"task": "joke", "reference": "a joke that says GROUP BY"}]
+    multi = {"samples": [
+        {"responses": ["select count(  distinct x) from t", "select x from t"], "scores": [5.0, 1.0]},
+        {"responses": ["select a from t group by a", "select a from t group by a having count(*) > 1"],
+         "scores": [4.0, 6.0]},
+        {"responses": ["select countdistinct from t", "select * from t"], "scores": [2.0, 3.0]},
+        {"responses": ["select count(distinct x) from t"] * 2, "scores": [100.0, 100.0]},
+        {"responses": ["group by"] * 2, "scores": [100.0, 100.0]}]}
+    single = {"samples": [{"response": r, "score": s} for r, s in
+                          (("select 1", 1.0), ("select 2", 2.0), ("select 3", 3.0), ("group by", 9.0), ("x", 9.0))]}
+    out = heldout.sql_shapes(rows, {"policies": {"sft": multi, "ppo": single}})
+    assert out["n_prompts"] == 3
+    assert out["reference"] == {"any": 2, "COUNT(DISTINCT": 1, "GROUP BY": 1, "HAVING": 1}
+    assert out["policies"]["sft"] == {"n": 6, "any": 3, "COUNT(DISTINCT": 1, "GROUP BY": 2, "HAVING": 1,
+                                      "mean_score_any": 5.0, "mean_score_none": 2.0,
+                                      "both_prompts": 1, "both_mean_diff": 4.0, "both_higher": 1}
+    assert out["policies"]["ppo"] == {"n": 3, "any": 0, "COUNT(DISTINCT": 0, "GROUP BY": 0, "HAVING": 0,
+                                      "mean_score_any": None, "mean_score_none": 2.0,
+                                      "both_prompts": 0, "both_mean_diff": None, "both_higher": 0}
+    assert heldout.sql_shape_line(out) == (
+        "SQL answers with COUNT(DISTINCT, GROUP BY or HAVING: reference queries 2/3; "
+        "sft 3/6 (on the 1 prompts with both kinds, +4.00 with one, higher on 1); ppo 0/3")
+    assert heldout.sql_shapes(rows[3:], {"policies": {"sft": multi}}) is None
+
+
+def test_conclusions_flag_a_policy_that_overuses_aggregate_sql_the_reward_model_pays_for():
+    def policy(n, any_, diff=None, both=0, higher=0):
+        return {"n": n, "any": any_, "both_prompts": both, "both_mean_diff": diff, "both_higher": higher}
+
+    shapes = {"n_prompts": 4, "reference": {"any": 2}, "policies": {
+        "sft": policy(8, 2, 0.5, 3, 2), "ppo": policy(8, 7), "grpo": policy(8, 3)}}  # grpo: no more than references
+    heldout = {"n_prompts": 8, "policies": {}, "sql_shapes": shapes}
+    lines = [x for x in study.conclusions(_table(), heldout) if "COUNT(DISTINCT" in x]
+    assert lines == [
+        "On the 3 held-out SQL prompts where SFT wrote queries with COUNT(DISTINCT, GROUP BY or HAVING and queries "
+        "without, the reward model scores those with one +0.50 against those without, on average over the prompts "
+        "(higher on 2 of them): it pays for the shape.",
+        "7 of ppo's 8 answers to the 4 SQL prompts (88%) use COUNT(DISTINCT, GROUP BY or HAVING (SFT's: 25%; the "
+        "reference queries: 50%): it writes aggregate queries more often than the questions call for, and the reward "
+        "model pays for them, a sign of reward hacking.",
+        "3 of grpo's 8 answers to the 4 SQL prompts (38%) use COUNT(DISTINCT, GROUP BY or HAVING (SFT's: 25%; the "
+        "reference queries: 50%)."]
+    shapes["policies"]["sft"] = policy(8, 2, 0.5, 3, 1)  # higher on only 1 of 3: not paid for
+    lines = [x for x in study.conclusions(_table(), heldout) if "COUNT(DISTINCT" in x]
+    assert lines[0].endswith("(higher on 1 of them): it does NOT pay for the shape.")
+    assert lines[1].endswith("(SFT's: 25%; the reference queries: 50%).")
+    assert not [x for x in study.conclusions(_table(), {**heldout, "sql_shapes": None}) if "COUNT(DISTINCT" in x]

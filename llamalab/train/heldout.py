@@ -27,6 +27,7 @@ answers to it.
 from __future__ import annotations
 
 import math
+import re
 import statistics
 from pathlib import Path
 from typing import Any
@@ -193,6 +194,7 @@ def evaluate_policies(profile: Profile, policies: dict[str, Path], *, limit: int
             [s["score"] for s in p["samples"]], [s["score"] for s in base["samples"]], base["std_score"])
     report["trained_tasks"] = trained_tasks_gain(report, tasks, rl_options(profile)["tasks"])
     report["reference"] = reference_check(ctx, report)
+    report["sql_shapes"] = sql_shapes(ctx["rows"], report)
     report["constant_answers"] = constant_answers(ctx, report)
     if best_of:
         report["best_of_n"] = best_of_n(ctx, best_of)
@@ -277,6 +279,67 @@ def sql_correct(rows: list[dict], responses: list[str]) -> list[bool | None]:
                 "_db_path": str(trainsets.schema_path(row["schema"]))}
         out.append(bool(sqlprobe.score_item(item, text)["correct"]))
     return out
+
+
+SQL_SHAPES = {"COUNT(DISTINCT": re.compile(r"\bcount\s*\(\s*distinct\b", re.I),
+              "GROUP BY": re.compile(r"\bgroup\s+by\b", re.I),
+              "HAVING": re.compile(r"\bhaving\b", re.I)}
+
+
+def sql_shapes(rows: list[dict], report: dict[str, Any]) -> dict[str, Any] | None:
+    """How often the answers to the held-out SQL prompts that carry a reference query take an aggregate
+    shape (``SQL_SHAPES``: COUNT(DISTINCT, GROUP BY, HAVING), beside the reference queries, and whether the
+    reward model pays for the shape: per policy, the mean score of its answers with one and without any,
+    and, on the prompts where it wrote both kinds (several samples per prompt), the mean of each prompt's
+    difference (with one, less without) and on how many prompts it is above zero. A policy that writes
+    a shape on most answers where the references need one on some, when the reward model scores it
+    higher on the same prompt, is reward hacking (cpu profile: README, "What the policies at the bar
+    have in common"). Works on a saved ``heldout --json`` report with ``load_prompts(profile,
+    heldout=True)`` as ``rows``. None when no SQL prompt has a reference."""
+    idx = [i for i, r in enumerate(rows) if r.get("task") == "sql" and r.get("reference")]
+    if not idx:
+        return None
+
+    def shapes(text: str) -> list[str]:
+        return [name for name, rx in SQL_SHAPES.items() if rx.search(text)]
+
+    refs = [shapes(rows[i]["reference"]) for i in idx]
+    out: dict[str, Any] = {"n_prompts": len(idx), "reference": {
+        "any": sum(map(bool, refs)), **{name: sum(name in r for r in refs) for name in SQL_SHAPES}}, "policies": {}}
+    for label, p in report["policies"].items():
+        per_prompt = [list(zip(s["responses"], s["scores"], strict=True)) if "responses" in s  # several rounds
+                      else [(s["response"], s["score"])] for s in (p["samples"][i] for i in idx)]
+        answers = [(shapes(text), sc) for prompt in per_prompt for text, sc in prompt]
+        with_any = [sc for f, sc in answers if f]
+        without = [sc for f, sc in answers if not f]
+        diffs = []
+        for prompt in per_prompt:
+            a = [sc for text, sc in prompt if shapes(text)]
+            b = [sc for text, sc in prompt if not shapes(text)]
+            if a and b:
+                diffs.append(statistics.fmean(a) - statistics.fmean(b))
+        out["policies"][label] = {
+            "n": len(answers), "any": len(with_any), **{name: sum(name in f for f, _ in answers) for name in SQL_SHAPES},
+            "mean_score_any": statistics.fmean(with_any) if with_any else None,
+            "mean_score_none": statistics.fmean(without) if without else None,
+            "both_prompts": len(diffs), "both_mean_diff": statistics.fmean(diffs) if diffs else None,
+            "both_higher": sum(d > 0 for d in diffs)}
+    return out
+
+
+def sql_shape_line(shapes: dict[str, Any]) -> str:
+    """One line of ``sql_shapes``: answers with an aggregate shape per policy, and what the reward model
+    gives them against the same policy's answers without one to the same prompt."""
+    each = []
+    for label, q in shapes["policies"].items():
+        text = f"{label} {q['any']}/{q['n']}"
+        if q["both_prompts"]:
+            text += (f" (on the {q['both_prompts']} prompts with both kinds, {q['both_mean_diff']:+.2f} with one, "
+                     f"higher on {q['both_higher']})")
+        each.append(text)
+    ref = shapes["reference"]
+    return (f"SQL answers with COUNT(DISTINCT, GROUP BY or HAVING: reference queries {ref['any']}/{shapes['n_prompts']}"
+            f"; {'; '.join(each)}")
 
 
 def reference_check(ctx: dict[str, Any], report: dict[str, Any]) -> dict[str, Any] | None:
@@ -516,6 +579,8 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
             lines.append(f"on the {ref['sql_sft_wrong']} SQL prompts where {which}, the reward model "
                          f"scores the reference query higher on {ref['sql_above_wrong_sft']} "
                          f"({ref['sql_above_wrong_sft'] / ref['sql_sft_wrong']:.0%}; 50% = chance)")
+    if shapes := report.get("sql_shapes"):
+        lines.append(sql_shape_line(shapes))
     if (const := report.get("constant_answers")) and const["best_by_task_gain_in_sft_std"] is not None:
         each = ", ".join(f"{a!r} {c['gain_in_sft_std']:+.2f} (above SFT on {c['above_sft']}/{const['n']})"
                          for a, c in const["answers"].items())
