@@ -18,6 +18,9 @@ and whether the reward model ranks a correct query above SFT's wrong one on prom
 Each policy's SQL is also run against its schema (``sql_correct``): a measure of quality that does not
 go through the reward model. ``constant_answers`` scores one fixed reply ("yes", "no", ...) to every
 prompt: where that outscores SFT, the reward model can be raised without answering at all.
+``sql_shapes`` counts the SQL answers that use COUNT(DISTINCT, GROUP BY or HAVING, beside the reference
+queries, and whether the reward model scores them above the same policy's other answers to the same
+prompt: a policy that writes them far more often than the questions need them is gaining by the shape.
 
 ``value_baseline`` asks how good a baseline PPO's value model gives before it learns (it starts as
 the reward model): the reward model's reading of each bare prompt against the mean score of SFT's
