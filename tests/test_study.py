@@ -419,14 +419,13 @@ def test_sql_shapes_count_aggregate_answers_and_their_scores():
     assert out["n_prompts"] == 3
     assert out["reference"] == {"any": 2, "COUNT(DISTINCT": 1, "GROUP BY": 1, "HAVING": 1}
     assert out["policies"]["sft"] == {"n": 6, "any": 3, "COUNT(DISTINCT": 1, "GROUP BY": 2, "HAVING": 1,
-                                      "mean_score_any": 5.0, "mean_score_none": 2.0,
                                       "both_prompts": 1, "both_mean_diff": 4.0, "both_higher": 1}
     assert out["policies"]["ppo"] == {"n": 3, "any": 0, "COUNT(DISTINCT": 0, "GROUP BY": 0, "HAVING": 0,
-                                      "mean_score_any": None, "mean_score_none": 2.0,
                                       "both_prompts": 0, "both_mean_diff": None, "both_higher": 0}
     assert heldout.sql_shape_line(out) == (
-        "SQL answers with COUNT(DISTINCT, GROUP BY or HAVING: reference queries 2/3; "
-        "sft 3/6 (on the 1 prompts with both kinds, +4.00 with one, higher on 1); ppo 0/3")
+        "SQL answers with COUNT(DISTINCT, GROUP BY or HAVING: reference queries 2/3 (COUNT(DISTINCT 1, GROUP BY 1, "
+        "HAVING 1); sft 3/6 (COUNT(DISTINCT 1, GROUP BY 2, HAVING 1; on the 1 prompts with both kinds, +4.00 with "
+        "one, higher on 1); ppo 0/3 (COUNT(DISTINCT 0, GROUP BY 0, HAVING 0)")
     assert heldout.sql_shapes(rows[3:], {"policies": {"sft": multi}}) is None
 
 

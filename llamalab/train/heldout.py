@@ -292,9 +292,10 @@ SQL_SHAPES = {"COUNT(DISTINCT": re.compile(r"\bcount\s*\(\s*distinct\b", re.I),
 def sql_shapes(rows: list[dict], report: dict[str, Any]) -> dict[str, Any] | None:
     """How often the answers to the held-out SQL prompts that carry a reference query take an aggregate
     shape (``SQL_SHAPES``: COUNT(DISTINCT, GROUP BY, HAVING), beside the reference queries, and whether the
-    reward model pays for the shape: per policy, the mean score of its answers with one and without any,
-    and, on the prompts where it wrote both kinds (several samples per prompt), the mean of each prompt's
-    difference (with one, less without) and on how many prompts it is above zero. A policy that writes
+    reward model pays for the shape: per policy, on the prompts where it wrote both kinds (several
+    samples per prompt), the mean of each prompt's score difference (with one, less without) and on how
+    many prompts it is above zero (same prompt, so a shape common on prompts the reward model rates high
+    anyway does not count as paid for). A policy that writes
     a shape on most answers where the references need one on some, when the reward model scores it
     higher on the same prompt, is reward hacking (cpu profile: README, "What the policies at the bar
     have in common"). Works on a saved ``heldout --json`` report with ``load_prompts(profile,
@@ -310,21 +311,18 @@ def sql_shapes(rows: list[dict], report: dict[str, Any]) -> dict[str, Any] | Non
     out: dict[str, Any] = {"n_prompts": len(idx), "reference": {
         "any": sum(map(bool, refs)), **{name: sum(name in r for r in refs) for name in SQL_SHAPES}}, "policies": {}}
     for label, p in report["policies"].items():
-        per_prompt = [list(zip(s["responses"], s["scores"], strict=True)) if "responses" in s  # several rounds
-                      else [(s["response"], s["score"])] for s in (p["samples"][i] for i in idx)]
-        answers = [(shapes(text), sc) for prompt in per_prompt for text, sc in prompt]
-        with_any = [sc for f, sc in answers if f]
-        without = [sc for f, sc in answers if not f]
+        per_prompt = [[(shapes(text), sc) for text, sc in (zip(s["responses"], s["scores"], strict=True)
+                                                           if "responses" in s else [(s["response"], s["score"])])]
+                      for s in (p["samples"][i] for i in idx)]  # several rounds per prompt, or one
+        answers = [a for prompt in per_prompt for a in prompt]
         diffs = []
         for prompt in per_prompt:
-            a = [sc for text, sc in prompt if shapes(text)]
-            b = [sc for text, sc in prompt if not shapes(text)]
-            if a and b:
-                diffs.append(statistics.fmean(a) - statistics.fmean(b))
+            with_one, without = [sc for f, sc in prompt if f], [sc for f, sc in prompt if not f]
+            if with_one and without:
+                diffs.append(statistics.fmean(with_one) - statistics.fmean(without))
         out["policies"][label] = {
-            "n": len(answers), "any": len(with_any), **{name: sum(name in f for f, _ in answers) for name in SQL_SHAPES},
-            "mean_score_any": statistics.fmean(with_any) if with_any else None,
-            "mean_score_none": statistics.fmean(without) if without else None,
+            "n": len(answers), "any": sum(bool(f) for f, _ in answers),
+            **{name: sum(name in f for f, _ in answers) for name in SQL_SHAPES},
             "both_prompts": len(diffs), "both_mean_diff": statistics.fmean(diffs) if diffs else None,
             "both_higher": sum(d > 0 for d in diffs)}
     return out
@@ -333,16 +331,19 @@ def sql_shapes(rows: list[dict], report: dict[str, Any]) -> dict[str, Any] | Non
 def sql_shape_line(shapes: dict[str, Any]) -> str:
     """One line of ``sql_shapes``: answers with an aggregate shape per policy, and what the reward model
     gives them against the same policy's answers without one to the same prompt."""
+    def counts(q: dict[str, Any]) -> str:
+        return ", ".join(f"{name} {q[name]}" for name in SQL_SHAPES)
+
     each = []
     for label, q in shapes["policies"].items():
-        text = f"{label} {q['any']}/{q['n']}"
+        text = f"{label} {q['any']}/{q['n']} ({counts(q)}"
         if q["both_prompts"]:
-            text += (f" (on the {q['both_prompts']} prompts with both kinds, {q['both_mean_diff']:+.2f} with one, "
-                     f"higher on {q['both_higher']})")
-        each.append(text)
+            text += (f"; on the {q['both_prompts']} prompts with both kinds, {q['both_mean_diff']:+.2f} with one, "
+                     f"higher on {q['both_higher']}")
+        each.append(text + ")")
     ref = shapes["reference"]
     return (f"SQL answers with COUNT(DISTINCT, GROUP BY or HAVING: reference queries {ref['any']}/{shapes['n_prompts']}"
-            f"; {'; '.join(each)}")
+            f" ({counts(ref)}); {'; '.join(each)}")
 
 
 def reference_check(ctx: dict[str, Any], report: dict[str, Any]) -> dict[str, Any] | None:
