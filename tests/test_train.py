@@ -424,3 +424,47 @@ def test_baseline_stats_tell_a_useful_baseline_from_a_useless_one():
     assert good["by_task"] == {"joke": {"v0": -2.0, "score": -2.0}, "sql": {"v0": 4.5, "score": 4.5}}
     with pytest.raises(ValueError, match="at least two scores per prompt"):
         baseline_stats([1.0], [[1.0]], ["sql"])
+
+
+def test_heldout_kl_of_a_left_padded_sample_equals_the_unpadded_sequence():
+    """`heldout.kl_per_sequence` reads samples as `heldout.sample` writes them, each query left-padded to its
+    sampling batch's longest; each KL must be what the unpadded sequence gives (the pads masked, the
+    sum over the response's tokens only), and 0 for an empty response."""
+    import copy
+
+    import torch
+
+    from llamalab.models import tiny_model
+    from llamalab.train import heldout
+
+    reference, tok = tiny_model()
+    reference.eval()
+    policy = copy.deepcopy(reference)
+    with torch.no_grad():
+        gen = torch.Generator().manual_seed(0)
+        for p in policy.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=gen))
+    pad = tok.pad_token_id
+    assert pad not in (None, tok.eos_token_id)
+    g = torch.Generator().manual_seed(1)
+
+    def ids(n):
+        return [int(t) for t in torch.randint(3, policy.config.vocab_size, (n,), generator=g)]
+
+    samples = []
+    for width, real, resp in ((9, 9, 7), (9, 5, 2), (9, 7, 0), (9, 3, 11), (6, 6, 4), (6, 2, 9)):
+        samples.append({"query_ids": [pad] * (width - real) + ids(real), "response_ids": ids(resp)})
+
+    def alone(s):
+        q = [t for t in s["query_ids"] if t != pad]
+        seq = torch.tensor([q + s["response_ids"]])
+        with torch.inference_mode():
+            lp = torch.log_softmax(policy(input_ids=seq).logits[0, len(q) - 1:-1].float() / 0.7, -1)
+            lr = torch.log_softmax(reference(input_ids=seq).logits[0, len(q) - 1:-1].float() / 0.7, -1)
+        target = seq[0, len(q):]
+        return float((lp.gather(-1, target[:, None]) - lr.gather(-1, target[:, None])).sum())
+
+    want = [alone(s) if s["response_ids"] else 0.0 for s in samples]
+    got = heldout.kl_per_sequence(policy, reference, samples, pad, 0.7)
+    assert got[2] == 0.0 and all(abs(w) > 1e-3 for i, w in enumerate(want) if i != 2)
+    assert got == pytest.approx(want, rel=1e-4, abs=1e-4)
