@@ -165,16 +165,18 @@ def _cmd_reward_pairs(args) -> int:
     from .train.reward import DEFAULT_DATA, execution_pairs
 
     prof = config.load_profile(args.profile)
-    res = execution_pairs(prof, samples=args.samples)
-    out = Path(args.out) if args.out else prof.stage_dir("reward") / "execution_pairs.jsonl"
+    res = execution_pairs(prof, samples=args.samples, model_dir=args.policy)
+    name = "policy_mistakes.jsonl" if args.pairs_only else "execution_pairs.jsonl"
+    out = Path(args.out) if args.out else prof.stage_dir("reward") / name
     out.parent.mkdir(parents=True, exist_ok=True)
-    synthetic = (paths.data_dir() / DEFAULT_DATA).read_text()
+    synthetic = "" if args.pairs_only else (paths.data_dir() / DEFAULT_DATA).read_text()
     tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(synthetic.rstrip("\n") + "\n" + "".join(json.dumps(p) + "\n" for p in res["pairs"]))
+    tmp.write_text((synthetic.rstrip("\n") + "\n" if synthetic else "") + "".join(json.dumps(p) + "\n" for p in res["pairs"]))
     tmp.replace(out)
-    print(f"{res['samples']} SFT samples on {res['prompts']} SQL training prompts, {res['correct']} correct when run; "
-          f"{len(res['pairs'])} pairs (reference or a correct query over a wrong one) after the data set's "
-          f"{len(synthetic.splitlines())}: {out}")
+    who = f"samples of {args.policy}" if args.policy else "SFT samples"
+    after = "" if args.pairs_only else f" after the data set's {len(synthetic.splitlines())}"
+    print(f"{res['samples']} {who} on {res['prompts']} SQL training prompts, {res['correct']} correct when run; "
+          f"{len(res['pairs'])} pairs (reference or a correct query over a wrong one){after}: {out}")
     return 0
 
 
@@ -267,7 +269,12 @@ def build_parser() -> argparse.ArgumentParser:
                                      "writes the data set's pairs followed by these, for `train reward --data`")
     pa.add_argument("--profile", default="cpu")
     pa.add_argument("--samples", type=int, default=4, help="responses per SQL training prompt")
-    pa.add_argument("--out", help="JSONL to write (default runs/<profile>/reward/execution_pairs.jsonl)")
+    pa.add_argument("--policy", metavar="DIR", help="sample this merged model instead of the SFT model (an RL "
+                                                    "policy: its mistakes, for data.policy_pairs)")
+    pa.add_argument("--pairs-only", action="store_true",
+                    help="write only the sampled pairs (the file data.policy_pairs_from reads), not the data set's first")
+    pa.add_argument("--out", help="JSONL to write (default runs/<profile>/reward/execution_pairs.jsonl, or "
+                                  "policy_mistakes.jsonl with --pairs-only)")
     pa.set_defaults(func=_cmd_reward_pairs)
 
     n = sub.add_parser("notebooks", help="execute the numbered notebooks into runs/<profile>/")

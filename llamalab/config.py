@@ -78,7 +78,7 @@ _EXTRA_SECTIONS = ("lora", "sft", "reward", "ppo", "rloo", "data", "rl", "heldou
 # llamalab's own keys of the `data` section (how much of data/train/ a stage uses); their values are
 # checked by the stage that reads them
 DATA_KEYS = ("sft_train", "sft_eval", "pairs_train", "pairs_eval", "execution_pairs", "execution_samples",
-             "fixed_reply_pairs", "ppo_train", "ppo_heldout")
+             "policy_pairs", "policy_pairs_from", "fixed_reply_pairs", "ppo_train", "ppo_heldout")
 
 
 def _check_data_key(key: str, where: str) -> None:

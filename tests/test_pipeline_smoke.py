@@ -246,8 +246,9 @@ def test_heldout_several_samples_per_prompt_and_a_policy_by_directory(chain, tmp
 
 
 def test_reward_pairs_come_from_sft_queries_that_run_wrong(chain, tmp_path, capsys):
-    """`python -m llamalab reward pairs` samples the SFT model on the SQL training prompts, runs each
-    query, and appends (correct, wrong) pairs to the data set's own for `train reward --data`."""
+    """`python -m llamalab reward pairs` samples the SFT model (or, with --policy, another merged model) on
+    the SQL training prompts, runs each query, and appends (correct, wrong) pairs to the data set's own for
+    `train reward --data`, or with --pairs-only writes them alone."""
     from llamalab import __main__ as cli
     from llamalab import paths
     from llamalab.train import heldout
@@ -265,6 +266,15 @@ def test_reward_pairs_come_from_sft_queries_that_run_wrong(chain, tmp_path, caps
     for p in new:
         r = by_prompt[json.dumps(p["prompt"])]  # a training prompt, never a held-out one
         assert heldout.sql_correct([r, r], [p["chosen"][0]["content"], p["rejected"][0]["content"]]) == [True, False]
+    # --policy samples another merged model (here the SFT model itself: the same pairs, the same seeds);
+    # --pairs-only writes just those, the file data.policy_pairs_from reads
+    only = tmp_path / "only.jsonl"
+    sft_dir = chain["profile"].stage_dir("sft") / "merged"
+    assert cli.main(["reward", "pairs", "--profile", "smoke", "--samples", "2", "--policy", str(sft_dir),
+                     "--pairs-only", "--out", str(only)]) == 0
+    assert load_preferences(only) == new and f"samples of {sft_dir}" in capsys.readouterr().out
+    assert cli.main(["reward", "pairs", "--profile", "smoke", "--policy", str(tmp_path), "--out", str(only)]) == 2
+    assert "no merged model here" in capsys.readouterr().err and load_preferences(only) == new
     assert cli.main(["reward", "pairs", "--profile", "smoke", "--samples", "0"]) == 2
     assert cli.main(["train", "sft", "--profile", "smoke", "--data", str(out)]) == 2
     assert "only the reward stage reads a preference file" in capsys.readouterr().err

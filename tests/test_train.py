@@ -196,6 +196,65 @@ def test_execution_pairs_take_the_place_of_the_first_training_pairs(tmp_path, ru
             load_pair_splits(prof, own=own)
 
 
+def test_policy_pairs_join_the_execution_pairs_from_a_file(tmp_path, runs):
+    """data.policy_pairs = m draws m pairs of data.policy_pairs_from (another policy's mistakes), leaving
+    out pairs the SFT draw holds already, and shuffles them in with it at the head of the training rows;
+    the budget stays data.pairs_train. Bad settings name the profile file and key."""
+    from llamalab.train.reward import FIXED_REPLIES, load_pair_splits
+
+    prof = _tiny_profile(tmp_path)
+    prof.extra["data"] = {"pairs_train": 40, "pairs_eval": 8, "execution_pairs": 10}
+
+    def pair(i, who):
+        return {"prompt": [{"role": "user", "content": f"sql question {i}"}],
+                "chosen": [{"role": "assistant", "content": f"SELECT {i} FROM events"}],
+                "rejected": [{"role": "assistant", "content": f"SELECT {who}_{i} FROM events"}],
+                "task": "sql", "schema": "events", "split": "train"}
+
+    own = [pair(i, "sft") for i in range(30)]
+    plain, _ = load_pair_splits(prof)
+    sft_only, evals = load_pair_splits(prof, own=own)
+    slim = [{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in own]
+    sft_drawn = sft_only[:10]
+    theirs = [{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in [pair(i, "ppo") for i in range(12)]]
+    more = _write(tmp_path / "ppo_mistakes.jsonl", own + [pair(i, "ppo") for i in range(12)])  # the SFT ones too
+    prof.extra["data"].update(policy_pairs=15, policy_pairs_from=str(more))
+    mixed, evals2 = load_pair_splits(prof, own=own)
+    assert evals2 == evals and len(mixed) == 40 and mixed[25:] == plain[:15]
+    head = mixed[:25]
+    assert len({json.dumps(r) for r in head}) == 25  # no pair twice: the SFT draw's are left out of the file's
+    assert sorted(map(json.dumps, [r for r in head if r in sft_drawn])) == sorted(map(json.dumps, sft_drawn))
+    from_file = [r for r in head if r not in sft_drawn]
+    assert len(from_file) == 15 and all(r in slim or r in theirs for r in from_file)
+    assert sum(r in theirs for r in from_file) >= 3  # a draw over the file, not its first rows
+    assert head[:10] != sft_drawn  # shuffled together
+    assert load_pair_splits(prof, own=own)[0] == mixed  # seeded
+    prof.extra["data"]["fixed_reply_pairs"] = 14  # 10 + 15 + 14 = every training pair but one: still fits
+    assert sum(r["rejected"][-1]["content"] in FIXED_REPLIES for r in load_pair_splits(prof, own=own)[0]) >= 14
+    prof.extra["data"]["fixed_reply_pairs"] = 15
+    with pytest.raises(config.ConfigError, match=r"tinyprof.yaml: data.fixed_reply_pairs: 15 .* between 1 and 14 \(the "
+                                                 r"training pairs less data.execution_pairs = 10 \+ data.policy_pairs = 15\)"):
+        load_pair_splits(prof, own=own)
+    prof.extra["data"]["fixed_reply_pairs"] = None
+
+    for key, value, message in (
+            ("policy_pairs", 30, r"data.policy_pairs: 30 is not a whole number between 0 and 29"),
+            ("policy_pairs", "15", r"data.policy_pairs: '15' is not a whole number"),
+            ("policy_pairs", 0, r"data.policy_pairs_from: .*ppo_mistakes.jsonl is set but data.policy_pairs is 0"),
+            ("policy_pairs_from", None, r"data.policy_pairs: 15 pairs, but data.policy_pairs_from names no file "
+                                        r"\(write one with `python -m llamalab reward pairs --policy DIR --pairs-only"),
+            ("policy_pairs_from", str(tmp_path / "nowhere.jsonl"), r"data.policy_pairs_from: .*nowhere.jsonl: no such file")):
+        bad = dict(prof.extra["data"], **{key: value})
+        prof.extra["data"], kept = bad, prof.extra["data"]
+        with pytest.raises(config.ConfigError, match=r"tinyprof.yaml: " + message):
+            load_pair_splits(prof, own=own)
+        prof.extra["data"] = kept
+    broken = _write(tmp_path / "broken.jsonl", [pair(0, "ppo"), {"prompt": "not a list"}])
+    prof.extra["data"]["policy_pairs_from"] = str(broken)
+    with pytest.raises(DataError, match=r"broken.jsonl:2: field .prompt.: expected list"):
+        load_pair_splits(prof, own=own)
+
+
 def test_reward_stage_samples_the_sft_models_own_sql_mistakes(tmp_path, runs):
     """With data.execution_pairs the reward stage samples the SFT model on the SQL training prompts, runs
     every query, and trains on the wrong ones rejected beside a right one; the file it trained on is kept,
@@ -224,6 +283,31 @@ def test_reward_stage_samples_the_sft_models_own_sql_mistakes(tmp_path, runs):
     assert info["own_mistakes"] == str(own_file)
     assert train_reward(prof, progress=False, retrain=False).get("reused") is True
     prof.extra["ppo"]["temperature"] = 1.3
+    assert train_reward(prof, progress=False, retrain=False).get("reused") is not True
+
+
+def test_reward_stage_trains_on_policy_pairs_and_follows_their_file(tmp_path, runs):
+    """The reward stage with data.policy_pairs records the file it drew from, and a change to that file's
+    pairs means the stage is not reused."""
+    from llamalab.train.ppo import load_prompts
+    from llamalab.train.reward import train_reward
+    from llamalab.train.sft import train_sft
+
+    prof = _tiny_profile(tmp_path)
+    item = next(r for r in load_prompts(prof) if r.get("task") == "sql")
+    rows = [{"prompt": item["prompt"], "chosen": [{"role": "assistant", "content": item["reference"]}],
+             "rejected": [{"role": "assistant", "content": f"SELECT COUNT(DISTINCT user_id) FROM events LIMIT {i}"}],
+             "task": "sql", "split": "train"} for i in range(4)]
+    more = _write(tmp_path / "policy_mistakes.jsonl", rows)
+    prof.extra["data"].update(policy_pairs=3, policy_pairs_from=str(more))
+    train_sft(prof, progress=False)
+    m = train_reward(prof, progress=False)
+    assert (m["policy_pairs"], m["policy_pairs_in_file"], m["policy_pairs_from"]) == (3, 4, str(more.resolve()))
+    assert m["train_pairs"] == prof.extra["data"]["pairs_train"]
+    info = json.loads((runs / prof.name / "reward" / "run_info.json").read_text())
+    assert info["policy_pairs_from"] == str(more.resolve())
+    assert train_reward(prof, progress=False, retrain=False).get("reused") is True
+    _write(more, rows[:3] + [dict(rows[3], rejected=[{"role": "assistant", "content": "SELECT 1"}])])
     assert train_reward(prof, progress=False, retrain=False).get("reused") is not True
 
 

@@ -30,9 +30,12 @@ def load_pair_splits(profile: Profile, data: str | Path | None = None, *,
 
     ``own``: pairs from the SFT model's own SQL (``execution_pairs``). With ``data.execution_pairs`` = k,
     up to k of them (a seeded draw) take the place of the first training rows, so the budget stays
-    ``pairs_train``; without ``own`` the rows stay the data set's. With ``data.fixed_reply_pairs`` = k,
-    the last k of the training rows give way to k pairs that reject a fixed reply
-    (``fixed_reply_pairs``)."""
+    ``pairs_train``; without ``own`` the rows stay the data set's. With ``data.policy_pairs`` = m, up to
+    m pairs of the file ``data.policy_pairs_from`` (another policy's mistakes, written by
+    ``python -m llamalab reward pairs --policy DIR --pairs-only``; a seeded draw, leaving out pairs the
+    SFT draw holds already) join them, and the two are shuffled together. With
+    ``data.fixed_reply_pairs`` = k, the last k of the training rows give way to k pairs that reject a
+    fixed reply (``fixed_reply_pairs``)."""
     import random
 
     from ..trainsets import load_preferences
@@ -45,16 +48,28 @@ def load_pair_splits(profile: Profile, data: str | Path | None = None, *,
     n_train, n_eval = lim.get("pairs_train"), lim.get("pairs_eval")
     train = train[:n_train] if n_train else train
     n_own, _ = execution_options(profile, len(train))
+    n_more, more_file = policy_pair_options(profile, len(train) - n_own)
+    drawn: list[dict] = []
     if own and n_own:
         drawn = [{k: r[k] for k in keep} for r in own]
         random.Random(0).shuffle(drawn)
         drawn = drawn[:n_own]
-        train = drawn + train[:len(train) - len(drawn)]
+    if n_more:
+        held = {json.dumps(r, sort_keys=True) for r in drawn}
+        more = [{k: r[k] for k in keep} for r in load_preferences(more_file)]
+        more = [r for r in more if json.dumps(r, sort_keys=True) not in held]
+        random.Random(1).shuffle(more)
+        drawn = drawn + more[:n_more]
+        random.Random(0).shuffle(drawn)
+    train = drawn + train[:len(train) - len(drawn)]
     if k := lim.get("fixed_reply_pairs"):
         where = f"{profile.path}: data.fixed_reply_pairs"
-        if not isinstance(k, int) or isinstance(k, bool) or not 0 < k < len(train) - n_own:
-            raise ConfigError(f"{where}: {k!r} is not a whole number between 1 and {len(train) - n_own - 1} (the "
-                              "training pairs" + (f" less data.execution_pairs = {n_own}" if n_own else "") + ")")
+        n_set = n_own + n_more
+        if not isinstance(k, int) or isinstance(k, bool) or not 0 < k < len(train) - n_set:
+            less = " + ".join(f"data.{name} = {v}" for name, v in (("execution_pairs", n_own), ("policy_pairs", n_more))
+                              if v)
+            raise ConfigError(f"{where}: {k!r} is not a whole number between 1 and {len(train) - n_set - 1} (the "
+                              "training pairs" + (f" less {less}" if less else "") + ")")
         try:
             train = fixed_reply_pairs(train[:len(train) - k], k)
         except ValueError as exc:
@@ -75,6 +90,32 @@ def execution_options(profile: Profile, n_train: int | None = None) -> tuple[int
     if not isinstance(samples, int) or isinstance(samples, bool) or samples < 1:
         raise ConfigError(f"{profile.path}: data.execution_samples: {samples!r} is not a whole number of at least 1")
     return k, samples
+
+
+def policy_pair_options(profile: Profile, room: int | None = None) -> tuple[int, Path | None]:
+    """(``data.policy_pairs``, ``data.policy_pairs_from``): how many training pairs come from a file of
+    another policy's mistakes (0 = none) and that file (a path, relative to the working directory or
+    absolute). ``room``: the training pairs left beside the execution pairs. ConfigError, naming the
+    profile file and key, for a bad count, a missing file, or a file without a count."""
+    lim = common.section(profile, "data")
+    m, where = lim.get("policy_pairs") or 0, lim.get("policy_pairs_from")
+    top = room - 1 if room is not None else None
+    if not isinstance(m, int) or isinstance(m, bool) or m < 0 or (top is not None and m > top):
+        raise ConfigError(f"{profile.path}: data.policy_pairs: {m!r} is not a whole number between 0 and "
+                          f"{top if top is not None else 'the training pairs'} (the training pairs less "
+                          "data.execution_pairs, less one)")
+    if not m:
+        if where:
+            raise ConfigError(f"{profile.path}: data.policy_pairs_from: {where} is set but data.policy_pairs is "
+                              f"{m!r}: say how many of its pairs to train on")
+        return 0, None
+    if not where:
+        raise ConfigError(f"{profile.path}: data.policy_pairs: {m} pairs, but data.policy_pairs_from names no file "
+                          "(write one with `python -m llamalab reward pairs --policy DIR --pairs-only --out FILE`)")
+    path = Path(where).expanduser().resolve()
+    if not path.is_file():
+        raise ConfigError(f"{profile.path}: data.policy_pairs_from: {path}: no such file")
+    return m, path
 
 
 def fixed_reply_pairs(rows: list[dict], k: int, *, replies: tuple[str, ...] = FIXED_REPLIES,
@@ -192,14 +233,16 @@ def train_reward(profile: Profile, *, resume: bool = False, data: str | Path | N
     train_rows, eval_rows = load_pair_splits(profile, data)
     data_file = Path(data) if data else paths.data_dir() / DEFAULT_DATA
     n_own, n_samples = execution_options(profile)
+    n_more, more_file = policy_pair_options(profile)
     sample_own = bool(n_own) and data is None  # a --data file is used as it is (it may hold such pairs already)
+    inputs = [data_file] + ([more_file] if more_file else [])
     if sample_own:  # the SQL training prompts, sampled at the RL temperature and length
         from .ppo import DEFAULT_PROMPTS
 
-        fp = common.fingerprint(profile, "reward", [data_file, paths.data_dir() / DEFAULT_PROMPTS], upstream=["sft"],
+        fp = common.fingerprint(profile, "reward", [*inputs, paths.data_dir() / DEFAULT_PROMPTS], upstream=["sft"],
                                 extra_sections=("ppo", "rl"))
     else:
-        fp = common.fingerprint(profile, "reward", [data_file], upstream=["sft"])
+        fp = common.fingerprint(profile, "reward", inputs, upstream=["sft"])
     if not retrain and not resume and (done := common.reusable(profile, "reward", fp)):
         return done
     out, ck_dir, last = common.stage_checkpoints(profile, "reward", resume)
@@ -221,6 +264,11 @@ def train_reward(profile: Profile, *, resume: bool = False, data: str | Path | N
                 common.write_text_atomic(own_file, "".join(json.dumps(r) + "\n" for r in own))
         train_rows, eval_rows = load_pair_splits(profile, data, own=own)
         own_stats["execution_pairs_used"] = min(n_own, len(own))
+    if more_file:
+        from ..trainsets import load_preferences
+
+        own_stats.update(policy_pairs_from=str(more_file), policy_pairs=n_more,
+                         policy_pairs_in_file=len(load_preferences(more_file)))
     dtype, why = common.train_dtype(profile)
     args = reward_config(profile, ck_dir, disable_tqdm=not progress)
     common.seed_everything(args.seed)  # the new score head is drawn here, the LoRA adapter next
@@ -255,7 +303,8 @@ def train_reward(profile: Profile, *, resume: bool = False, data: str | Path | N
         common.write_json(out / "run_info.json", common.run_info(
             profile, "reward", {"reward": args, "lora": lora},
             {"base_model": str(base_dir), "data": str(data_file), "fingerprint": fp,
-             "own_mistakes": str(out / OWN_PAIRS_FILE) if sample_own else None}))
+             "own_mistakes": str(out / OWN_PAIRS_FILE) if sample_own else None,
+             "policy_pairs_from": str(more_file) if more_file else None}))
     return metrics
 
 
@@ -280,12 +329,14 @@ def pairs_from_samples(rows: list[dict], texts: list[list[str]], flags: list[lis
 
 
 def execution_pairs(profile: Profile, *, samples: int = 4, seed: int = 7000,
-                    max_per_prompt: int = 2) -> dict[str, Any]:
+                    max_per_prompt: int = 2, model_dir: str | Path | None = None) -> dict[str, Any]:
     """Preference pairs from the SFT model's own mistakes: ``samples`` responses per RL training SQL
     prompt (the RL temperature and length), each run against its schema (read-only, bounded); a
     query that returns the wrong rows becomes a rejected answer, beside the reference query. The
     data set's synthetic pairs cover a few templated failure kinds; these are the errors the policy
     actually makes (invented columns, made-up constants), which is what RL will push on.
+    ``model_dir``: sample this merged model instead (an RL policy: its mistakes, for
+    ``data.policy_pairs``).
 
     Returns ``pairs`` (preference rows, split "train") and the counts."""
     from . import heldout
@@ -297,7 +348,10 @@ def execution_pairs(profile: Profile, *, samples: int = 4, seed: int = 7000,
     if not rows:
         raise ValueError("execution pairs: no SQL training prompt with a reference and a schema")
     ppo = common.section(profile, "ppo")
-    model, tok = heldout._load_causal(common.require_stage(profile, "sft"), rl_dtype(), common.device())
+    where = Path(model_dir) if model_dir else common.require_stage(profile, "sft")
+    if not (where / "config.json").is_file():
+        raise FileNotFoundError(f"{where}: no merged model here (config.json and weights)")
+    model, tok = heldout._load_causal(where, rl_dtype(), common.device())
     texts: list[list[str]] = [[] for _ in rows]
     flags: list[list[bool | None]] = [[] for _ in rows]
     prompts = [r["prompt"] for r in rows]
