@@ -133,8 +133,25 @@ def _cmd_heldout(args) -> int:
     if args.samples is not None and args.samples < 1:
         raise ValueError(f"--samples {args.samples}: needs at least 1 response per prompt")
     prof = config.load_profile(args.profile)
+    if args.rescore or args.reward:
+        if not (args.rescore and args.reward):
+            raise ValueError("--rescore REPORT and --reward DIR go together: the report's responses, scored by that "
+                             "reward model")
+        if args.policies or args.best_of or args.samples is not None or args.limit:
+            raise ValueError("--rescore samples nothing: --policies, --samples, --limit and --best-of do not apply")
+        if not (Path(args.reward) / "config.json").is_file():
+            raise FileNotFoundError(f"{args.reward}: no merged reward model here (config.json and weights)")
+        report = heldout.rescore(prof, json.loads(Path(args.rescore).read_text()), args.reward)
+        out = Path(args.json) if args.json else Path(args.rescore).with_name(Path(args.rescore).stem + ".rescored.json")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=1))
+        print(f"{args.rescore} scored by {args.reward}:")
+        for line in heldout.summary_lines(report):
+            print(line)
+        print(f"report: {out}")
+        return 0
     policies: dict[str, Path] = {}
-    for item in args.policies:
+    for item in args.policies or ["ppo", "rloo"]:
         label, sep, where = item.partition("=")
         if not sep and label not in ("ppo", "rloo"):
             raise ValueError(f"--policies {item}: expected ppo, rloo or LABEL=DIR (a merged policy directory)")
@@ -244,9 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
     h = sub.add_parser("heldout", help="RL policies vs the SFT model on the held-out prompts: reward-model "
                                        "score and KL")
     h.add_argument("--profile", default="cpu")
-    h.add_argument("--policies", nargs="+", default=["ppo", "rloo"], metavar="POLICY",
-                   help="ppo, rloo (the profile's stages) or LABEL=DIR (any merged policy, e.g. one trained with "
-                        "other settings under another LLAMALAB_RUNS)")
+    h.add_argument("--policies", nargs="+", metavar="POLICY",
+                   help="ppo, rloo (the profile's stages; the default) or LABEL=DIR (any merged policy, e.g. one "
+                        "trained with other settings under another LLAMALAB_RUNS)")
     h.add_argument("--limit", type=int, help="only the first N held-out prompts")
     h.add_argument("--samples", type=int, metavar="N",
                    help="responses per prompt from every policy (default: the profile's heldout.samples_per_prompt, "
@@ -255,7 +272,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also sample N responses per prompt from the SFT model and print the best-of-k curve "
                         "(k = 1, 2, 4, ..., N): the reward plain sampling reaches at each KL, the baseline an RL "
                         "policy has to beat")
-    h.add_argument("--json", help="report file (default runs/<profile>/heldout/heldout.json)")
+    h.add_argument("--json", help="report file (default runs/<profile>/heldout/heldout.json; with --rescore, "
+                                  "REPORT.rescored.json beside it)")
+    h.add_argument("--rescore", metavar="REPORT", help="score a saved report's responses again with --reward (nothing "
+                                                       "is sampled): does another reward model pay for the same answers?")
+    h.add_argument("--reward", metavar="DIR", help="with --rescore: a merged reward model directory")
     h.set_defaults(func=_cmd_heldout)
 
     r = sub.add_parser("reward", help="reward-model utilities")

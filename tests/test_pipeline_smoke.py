@@ -245,6 +245,62 @@ def test_heldout_several_samples_per_prompt_and_a_policy_by_directory(chain, tmp
     assert "--samples 0: needs at least 1" in capsys.readouterr().err
 
 
+def test_heldout_rescore_judges_saved_responses_with_another_reward_model(chain, tmp_path, capsys):
+    """`heldout --rescore REPORT --reward DIR` scores a saved report's responses again, samples nothing, and
+    works the gains out in the new scores; with the model that made the report it gives the report back."""
+    import statistics
+
+    from llamalab import __main__ as cli
+    from llamalab.config import load_profile
+    from llamalab.train import common
+    from llamalab.train.ppo import load_prompts, rl_dtype
+    from llamalab.train.reward import load_reward_model, score
+
+    saved, again = tmp_path / "saved.json", tmp_path / "again.json"
+    rm_dir = chain["runs"] / "smoke" / "reward" / "merged"
+    assert cli.main(["heldout", "--profile", "smoke", "--policies", "ppo", "--limit", "3", "--samples", "2",
+                     "--json", str(saved)]) == 0
+    r0 = json.loads(saved.read_text())
+    r0["policies"]["ppo"]["samples"][1]["responses"][1] = "SELECT COUNT(DISTINCT user_id) FROM events"
+    saved.write_text(json.dumps(r0))  # one response changed after scoring: only its score may move
+    assert cli.main(["heldout", "--profile", "smoke", "--rescore", str(saved), "--reward", str(rm_dir),
+                     "--json", str(again)]) == 0
+    assert f"{saved} scored by {rm_dir}" in capsys.readouterr().out
+    r1 = json.loads(again.read_text())
+    assert r1["reward_model"] == str(rm_dir) and set(r1["policies"]) == {"sft", "ppo"}
+    rows = load_prompts(load_profile("smoke"), heldout=True)
+    rm, tok = load_reward_model(rm_dir, dtype=rl_dtype(), device=common.device())
+    for label in ("sft", "ppo"):
+        for i, (a, b) in enumerate(zip(r0["policies"][label]["samples"], r1["policies"][label]["samples"], strict=True)):
+            assert b["responses"] == a["responses"] and b["kl"] == a["kl"]
+            for j, text in enumerate(a["responses"]):
+                if (label, i, j) == ("ppo", 1, 1):
+                    want = score(rm, tok, [rows[1]["prompt"]], [[{"role": "assistant", "content": text}]])[0]
+                    assert b["scores"][j] == pytest.approx(want, abs=1e-4)
+                    assert abs(b["scores"][j] - a["scores"][j]) > 1e-3
+                else:
+                    assert b["scores"][j] == pytest.approx(a["scores"][j], abs=1e-4)
+            assert b["score"] == pytest.approx(statistics.fmean(b["scores"]))
+        every = [x for s in r1["policies"][label]["samples"] for x in s["scores"]]
+        assert r1["policies"][label]["mean_score"] == pytest.approx(statistics.fmean(every))
+    sft, ppo = r1["policies"]["sft"], r1["policies"]["ppo"]
+    assert ppo["gain_in_sft_std"] == pytest.approx((ppo["mean_score"] - sft["mean_score"]) / sft["std_score"])
+    assert ppo["gain_in_sft_std"] != pytest.approx(r0["policies"]["ppo"]["gain_in_sft_std"], abs=1e-6)
+    assert r1["reference"]["scores"] == pytest.approx(r0["reference"]["scores"], abs=1e-4)
+
+    r0["policies"]["sft"]["samples"][1]["prompt"] = "another question"
+    saved.write_text(json.dumps(r0))
+    assert cli.main(["heldout", "--profile", "smoke", "--rescore", str(saved), "--reward", str(rm_dir)]) == 2
+    assert "held-out prompt 2 is not the smoke profile's" in capsys.readouterr().err
+    assert cli.main(["heldout", "--profile", "smoke", "--rescore", str(saved)]) == 2
+    assert "--rescore REPORT and --reward DIR go together" in capsys.readouterr().err
+    assert cli.main(["heldout", "--profile", "smoke", "--rescore", str(saved), "--reward", str(rm_dir),
+                     "--policies", "ppo"]) == 2
+    assert "--rescore samples nothing" in capsys.readouterr().err
+    assert cli.main(["heldout", "--profile", "smoke", "--rescore", str(saved), "--reward", str(tmp_path)]) == 2
+    assert "no merged reward model here" in capsys.readouterr().err
+
+
 def test_reward_pairs_come_from_sft_queries_that_run_wrong(chain, tmp_path, capsys):
     """`python -m llamalab reward pairs` samples the SFT model (or, with --policy, another merged model) on
     the SQL training prompts, runs each query, and appends (correct, wrong) pairs to the data set's own for

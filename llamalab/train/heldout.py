@@ -172,7 +172,6 @@ def evaluate_policies(profile: Profile, policies: dict[str, Path], *, limit: int
     n = samples_per_prompt
     report: dict[str, Any] = {"n_prompts": len(prompts), "temperature": temperature,
                               "max_new_tokens": max_new_tokens, "samples_per_prompt": n, "policies": {}}
-    tasks = ctx["tasks"]
     for label, path in {"sft": sft_dir, **policies}.items():
         model, tok = (reference, ref_tok) if Path(path) == sft_dir else _load_causal(Path(path), dtype, device)
         rounds = []
@@ -185,6 +184,16 @@ def evaluate_policies(profile: Profile, policies: dict[str, Path], *, limit: int
             rounds.append((samples, scores, kls))
         report["policies"][label] = _policy_entry(rounds)
         report["policies"][label]["sql_correct"] = _sql_correct_rounds(ctx["rows"], rounds)
+    _summarise(profile, ctx, report)
+    if best_of:
+        report["best_of_n"] = best_of_n(ctx, best_of)
+    return report
+
+
+def _summarise(profile: Profile, ctx: dict[str, Any], report: dict[str, Any]) -> None:
+    """Per-task means, gains over SFT and the checks that read the scores, from each policy's samples
+    (``evaluate_policies``, and ``rescore`` after scoring them again)."""
+    tasks = ctx["tasks"]
     for p in report["policies"].values():
         p["by_task"] = by_task(tasks, [s["score"] for s in p["samples"]], [s["kl"] for s in p["samples"]])
     base = report["policies"]["sft"]
@@ -199,9 +208,47 @@ def evaluate_policies(profile: Profile, policies: dict[str, Path], *, limit: int
     report["reference"] = reference_check(ctx, report)
     report["sql_shapes"] = sql_shapes(ctx["rows"], report)
     report["constant_answers"] = constant_answers(ctx, report)
-    if best_of:
-        report["best_of_n"] = best_of_n(ctx, best_of)
-    return report
+
+
+def rescore(profile: Profile, report: dict[str, Any], reward_dir: str | Path) -> dict[str, Any]:
+    """A saved ``evaluate_policies`` report judged by another reward model: every policy's responses (the
+    same texts; KL and SQL correctness are the texts', so they stay) scored again, and the gains, the
+    reference answers, the fixed replies and the SQL shapes worked out again in the new model's scores
+    (``python -m llamalab heldout --rescore REPORT --reward DIR``). Asks, without sampling anything,
+    whether what one reward model paid for another one pays for too. The best-of-n curve, drawn under
+    the old model, is left out. ValueError when the report's prompts are not the profile's held-out
+    prompts."""
+    import copy
+
+    from .ppo import load_prompts, rl_dtype
+    from .reward import load_reward_model, score
+
+    rows = load_prompts(profile, heldout=True)[:report["n_prompts"]]
+    base = report["policies"]["sft"]["samples"]
+    same = [e["prompt"] == r["prompt"][-1]["content"][-200:] for e, r in zip(base, rows, strict=False)]
+    if len(rows) != len(base) or not all(same):
+        bad = same.index(False) if not all(same) else len(same)
+        raise ValueError(f"the report's held-out prompt {bad + 1} is not the {profile.name} profile's: rescore the "
+                         "report with the profile it was made with")
+    rm, rm_tok = load_reward_model(Path(reward_dir), dtype=rl_dtype(), device=common.device())
+    ctx = {"rows": rows, "prompts": [r["prompt"] for r in rows], "tasks": [r.get("task") or "other" for r in rows],
+           "rm": rm, "rm_tok": rm_tok}
+    new = copy.deepcopy(report)
+    new.pop("best_of_n", None)
+    new["reward_model"] = str(reward_dir)
+    for p in new["policies"].values():
+        texts = [e.get("responses") or [e["response"]] for e in p["samples"]]
+        flat = score(rm, rm_tok, [ctx["prompts"][i] for i, t in enumerate(texts) for _ in t],
+                     [[{"role": "assistant", "content": x}] for t in texts for x in t])
+        at = 0
+        for e, t in zip(p["samples"], texts, strict=True):
+            mine, at = flat[at:at + len(t)], at + len(t)
+            e["score"] = statistics.fmean(mine)
+            if "responses" in e:
+                e["scores"] = mine
+        p["mean_score"], p["std_score"] = statistics.fmean(flat), statistics.pstdev(flat)
+    _summarise(profile, ctx, new)
+    return new
 
 
 def _policy_entry(rounds: list[tuple[list[dict], list[float], list[float]]]) -> dict[str, Any]:
