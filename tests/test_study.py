@@ -451,3 +451,17 @@ def test_conclusions_flag_a_policy_that_overuses_aggregate_sql_the_reward_model_
     assert lines[0].endswith("(higher on 1 of them): it does NOT pay for the shape.")
     assert lines[1].endswith("(SFT's: 25%; the reference queries: 50%).")
     assert not [x for x in study.conclusions(_table(), {**heldout, "sql_shapes": None}) if "COUNT(DISTINCT" in x]
+
+
+def test_rescore_refuses_what_is_not_a_heldout_report_before_loading_a_model(tmp_path):
+    from llamalab.config import load_profile
+    from llamalab.train import heldout
+
+    prof = load_profile("smoke")
+    for bad, what in (({"policies": {}}, "n_prompts"), ({"n_prompts": 2, "policies": {"ppo": {}}}, "sft"),
+                      ({"n_prompts": 1, "policies": {"sft": {"samples": [{"prompt": "q"}]}}}, "samples")):
+        with pytest.raises(ValueError, match=f"not a held-out report with SFT's responses .*: no '{what}'"):
+            heldout.rescore(prof, bad, tmp_path / "no-model-here")
+    report = {"n_prompts": 1, "policies": {"sft": {"samples": [{"prompt": "another question", "response": "x"}]}}}
+    with pytest.raises(ValueError, match="held-out prompt 1 is not the smoke profile's"):
+        heldout.rescore(prof, report, tmp_path / "no-model-here")

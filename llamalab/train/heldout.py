@@ -223,8 +223,14 @@ def rescore(profile: Profile, report: dict[str, Any], reward_dir: str | Path) ->
     from .ppo import load_prompts, rl_dtype
     from .reward import load_reward_model, score
 
-    rows = load_prompts(profile, heldout=True)[:report["n_prompts"]]
-    base = report["policies"]["sft"]["samples"]
+    try:
+        n, base = int(report["n_prompts"]), report["policies"]["sft"]["samples"]
+        if not all("prompt" in e and ("responses" in e or "response" in e) for e in base):
+            raise KeyError("samples")
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"not a held-out report with SFT's responses (as `python -m llamalab heldout --json` "
+                         f"writes): no {exc}") from None
+    rows = load_prompts(profile, heldout=True)[:n]
     same = [e["prompt"] == r["prompt"][-1]["content"][-200:] for e, r in zip(base, rows, strict=False)]
     if len(rows) != len(base) or not all(same):
         bad = same.index(False) if not all(same) else len(same)
