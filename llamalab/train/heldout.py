@@ -231,7 +231,7 @@ def rescore(profile: Profile, report: dict[str, Any], reward_dir: str | Path) ->
         raise ValueError(f"not a held-out report with SFT's responses (as `python -m llamalab heldout --json` "
                          f"writes): no {exc}") from None
     rows = load_prompts(profile, heldout=True)[:n]
-    same = [e["prompt"] == r["prompt"][-1]["content"][-200:] for e, r in zip(base, rows, strict=False)]
+    same = [e["prompt"] == _prompt_tail(r["prompt"]) for e, r in zip(base, rows, strict=False)]
     if len(rows) != len(base) or not all(same):
         bad = same.index(False) if not all(same) else len(same)
         raise ValueError(f"the report's held-out prompt {bad + 1} is not the {profile.name} profile's: rescore the "
@@ -257,6 +257,11 @@ def rescore(profile: Profile, report: dict[str, Any], reward_dir: str | Path) ->
     return new
 
 
+def _prompt_tail(messages: list[dict]) -> str:
+    """How a report names a prompt: the last 200 characters of its last message (``rescore`` matches on it)."""
+    return messages[-1]["content"][-200:]
+
+
 def _policy_entry(rounds: list[tuple[list[dict], list[float], list[float]]]) -> dict[str, Any]:
     """One policy's report from its rounds of (samples, scores, KLs), one round per response drawn for
     every prompt: per prompt the mean score and KL (with every round's values where there are several);
@@ -266,7 +271,7 @@ def _policy_entry(rounds: list[tuple[list[dict], list[float], list[float]]]) -> 
     entries = []
     for i, first in enumerate(rounds[0][0]):
         sc, kl = [rd[1][i] for rd in rounds], [rd[2][i] for rd in rounds]
-        entry = {"prompt": first["prompt"][-1]["content"][-200:], "response": first["text"],
+        entry = {"prompt": _prompt_tail(first["prompt"]), "response": first["text"],
                  "score": statistics.fmean(sc), "kl": statistics.fmean(kl)}
         if len(rounds) > 1:
             entry.update(scores=sc, kls=kl, responses=[rd[0][i]["text"] for rd in rounds])
