@@ -376,7 +376,8 @@ def conclusions(df, heldout: dict[str, Any] | None = None,
                 + " (wrong rows, or none that runs), the reward model scores the correct reference query higher on "
                 f"{ref['sql_above_wrong_sft']} "
                 f"({share:.0%}; 50% is chance), so its score "
-                + ("tracks SQL correctness on new prompts." if share >= 0.75 else
+                + ("ranks a correct query above SFT's wrong ones on new prompts (that alone does not show it tells a "
+                   "policy's right queries from its wrong ones)." if share >= 0.75 else
                    "does NOT reliably tell a correct query from a wrong one on prompts it never saw."))
         out.extend(_sql_shape_sentences(heldout.get("sql_shapes")))
         const = heldout.get("constant_answers")

@@ -294,7 +294,9 @@ def test_reference_sentences_say_whether_the_reward_model_tracks_correctness():
     assert "higher on 15 (48%; 50% is chance), so its score does NOT reliably tell" in lines[-1]
     heldout["reference"].update(gain_in_sft_std=0.8, sql_above_wrong_sft=28)
     lines = study.conclusions(_table(), heldout, pairs=[("base", "sft")])
-    assert "would meet the target" in lines[-2] and lines[-1].endswith("tracks SQL correctness on new prompts.")
+    assert "would meet the target" in lines[-2] and lines[-1].endswith(
+        "ranks a correct query above SFT's wrong ones on new prompts (that alone does not show it tells a policy's right "
+        "queries from its wrong ones).")
     assert lines[-1].startswith("On the 31 held-out SQL prompts where SFT's query is wrong (wrong rows")
     heldout["samples_per_prompt"] = 4  # then "wrong" means none of SFT's four queries is right
     line = study.conclusions(_table(), heldout, pairs=[("base", "sft")])[-1]
