@@ -143,13 +143,8 @@ def _cmd_heldout(args) -> int:
             raise FileNotFoundError(f"{args.reward}: no merged reward model here (config.json and weights)")
         report = heldout.rescore(prof, json.loads(Path(args.rescore).read_text()), args.reward)
         out = Path(args.json) if args.json else Path(args.rescore).with_name(Path(args.rescore).stem + ".rescored.json")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(report, indent=1))
         print(f"{args.rescore} scored by {args.reward}:")
-        for line in heldout.summary_lines(report):
-            print(line)
-        print(f"report: {out}")
-        return 0
+        return _write_heldout_report(report, out, heldout.summary_lines(report))
     policies: dict[str, Path] = {}
     for item in args.policies or ["ppo", "rloo"]:
         label, sep, where = item.partition("=")
@@ -166,11 +161,17 @@ def _cmd_heldout(args) -> int:
     report = heldout.evaluate_policies(prof, policies, limit=args.limit, best_of=args.best_of,
                                        samples_per_prompt=args.samples)
     out = Path(args.json) if args.json else prof.stage_dir("heldout") / "heldout.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=1))
     lines = heldout.summary_lines(report)
     if args.best_of:
         lines += heldout.best_of_n_lines(report["best_of_n"])
+    return _write_heldout_report(report, out, lines)
+
+
+def _write_heldout_report(report: dict, out: Path, lines: list[str]) -> int:
+    """Write a held-out report (atomically: ``--rescore R --json R`` cannot lose R) and print its summary."""
+    from .train import common
+
+    common.write_json(out, report)
     for line in lines:
         print(line)
     print(f"report: {out}")
