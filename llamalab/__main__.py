@@ -35,7 +35,7 @@ def _cmd_probe(args) -> int:
     model = tok = None
     spec = args.model or (prof.model.spec if prof else "default")
     if not args.predictions:
-        dtype = args.dtype or (prof.model.dtype if prof else "auto")
+        dtype = args.dtype or (prof.probe_dtype(spec) if prof else "auto")
         model, tok = models.load_model(spec, dtype=dtype, adapter=args.adapter)
     batch = args.batch_size or (prof.generation.batch_size if prof else 8)
     result = probes.run_probe(args.probe, model, tok, data=args.data, limit=limit, chat=args.chat,

@@ -42,6 +42,10 @@ class ProbesConfig:
     models: list[str] = field(default_factory=lambda: ["default"])
     chat: bool = False
     limit: dict[str, int | None] = field(default_factory=dict)
+    # The dtype the probes and the before/after study load their models in; None = model.dtype.
+    # bf16 rounding moves greedy answers: the same cpu models scored in fp32 and in bf16 differ by
+    # up to 0.23 in a "yes" share (README, "The before/after table in fp32 and in bf16").
+    dtype: str | None = None
 
 
 @dataclass
@@ -65,6 +69,13 @@ class Profile:
 
     def stage_dir(self, stage: str) -> Path:
         return paths.stage_dir(self.name, stage)
+
+    def probe_dtype(self, spec: str | None = None) -> str:
+        """The dtype to load ``spec`` (default: the profile's model) in for a probe or the study:
+        ``probes.dtype`` where set, else ``model.dtype`` for the profile's model and "auto" for another."""
+        if self.probes.dtype:
+            return self.probes.dtype
+        return self.model.dtype if spec in (None, self.model.spec) else "auto"
 
 
 _SECTIONS = {
@@ -172,7 +183,7 @@ def load_profile(name_or_path: str | Path | None = None) -> Profile:
             known = sorted([*_SECTIONS, *_EXTRA_SECTIONS])
             raise ConfigError(f"{path}: {key}: unknown section (known: {', '.join(known)})")
     prof = Profile(name=path.stem, path=path, extra=extra, **kwargs)
-    _check_model(prof.model, str(path))
+    _check_model(prof, str(path))
     override = os.environ.get("LLAMALAB_MODEL")
     if override:
         old = prof.model.spec
@@ -181,9 +192,12 @@ def load_profile(name_or_path: str | Path | None = None) -> Profile:
     return prof
 
 
-def _check_model(model: ModelConfig, where: str) -> None:
+def _check_model(prof: Profile, where: str) -> None:
+    model = prof.model
     if model.dtype not in _DTYPES:
         raise ConfigError(f"{where}: model.dtype: {model.dtype!r} is not one of {list(_DTYPES)}")
+    if prof.probes.dtype not in (None, *_DTYPES):
+        raise ConfigError(f"{where}: probes.dtype: {prof.probes.dtype!r} is not null or one of {list(_DTYPES)}")
     if model.quantization not in _QUANT:
         raise ConfigError(f"{where}: model.quantization: {model.quantization!r} is not one of {list(_QUANT)}")
 
@@ -225,5 +239,5 @@ def apply_overrides(profile: Profile, items: list[str] | None) -> Profile:
         done[f"{section}.{key}"] = value
     out = dataclasses.replace(profile, extra=extra, overrides={**profile.overrides, **done},
                               **{name: _SECTIONS[name](**typed[name]) for name in _SECTIONS})
-    _check_model(out.model, "--set")
+    _check_model(out, "--set")
     return out

@@ -34,7 +34,7 @@ def evaluate(profile: Profile, entries: list[Entry], names=("clickbait", "sql", 
     generated again; ``reused_from`` in the result names the file."""
     results = []
     for e in entries:
-        model, tok = models.load_model(e.spec, dtype=profile.model.dtype, verbose=progress)
+        model, tok = models.load_model(e.spec, dtype=profile.probe_dtype(), verbose=progress)
         digest = probes.safe_model_digest(model)  # once per loaded model, not once per probe
         for name in names:
             limit = (limits or {}).get(name, profile.probes.limit.get(name))

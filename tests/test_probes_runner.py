@@ -168,3 +168,37 @@ def test_study_hashes_each_models_weights_once_for_all_its_probes(tmp_path, monk
                               progress=False)
     assert [r["key"] for r in res if r["probe"] == "clickbait"] == [direct["key"]] * 2
     assert res[3]["reused_from"] == res[1]["path"]  # the second model's sql result is the first's
+
+
+def test_probes_and_the_study_load_models_in_the_profiles_probe_dtype(tmp_path, monkeypatch, capsys):
+    """probes.dtype (fp32 in the cpu profile) wins over model.dtype wherever a probe loads a model:
+    the study (notebooks 05, 08), run_for_profile (notebooks 02-04) and `llamalab probe --profile`."""
+    from llamalab import config, models, study
+
+    asked = []
+    real = models.load_model
+    monkeypatch.setattr(models, "load_model", lambda spec, dtype="auto", **kw: asked.append(dtype) or real(spec, **kw))
+    monkeypatch.setenv("LLAMALAB_RUNS", str(tmp_path / "runs"))
+    yaml_path = tmp_path / "p.yaml"
+    yaml_path.write_text("model:\n  spec: tiny\n  dtype: float32\nprobes:\n  models: [tiny]\n  dtype: bfloat16\n"
+                         "  limit:\n    clickbait: 2\n")
+    profile = config.load_profile(yaml_path)
+    assert profile.probe_dtype() == "bfloat16" and profile.probe_dtype("some/other-model") == "bfloat16"
+    study.evaluate(profile, [study.Entry("base", "tiny"), study.Entry("sft", "tiny")], names=("clickbait",),
+                   progress=False)
+    probes.run_for_profile("clickbait", profile, progress=False, save=False, reuse=False)
+    out = tmp_path / "cli.json"
+    assert main(["probe", "clickbait", "--profile", str(yaml_path), "--out", str(out)]) == 0
+    assert main(["probe", "clickbait", "--profile", str(yaml_path), "--dtype", "float32", "--out", str(out)]) == 0
+    assert asked == ["bfloat16"] * 4 + ["float32"]  # --dtype on the command line still wins
+    asked.clear()
+    unset = config.apply_overrides(profile, ["probes.dtype=null"])  # null: the model's dtype, as before
+    assert unset.probe_dtype() == "float32" and unset.probe_dtype("some/other-model") == "auto"
+    study.evaluate(unset, [study.Entry("base", "tiny")], names=("clickbait",), progress=False)
+    assert asked == ["float32"]
+    with pytest.raises(config.ConfigError, match=r"--set: probes.dtype: 'fp8' is not null or one of"):
+        config.apply_overrides(profile, ["probes.dtype=fp8"])
+    yaml_path.write_text("probes:\n  dtype: half\n")
+    with pytest.raises(config.ConfigError, match=r"p.yaml: probes.dtype: 'half' is not null or one of"):
+        config.load_profile(yaml_path)
+    assert config.load_profile("cpu").probe_dtype() == "float32"  # the cpu profile's probes run in fp32

@@ -296,7 +296,7 @@ def run_for_profile(name: str, profile, models_list: list[str] | None = None, *,
 
     results = []
     for spec in models_list or profile.probes.models:
-        dtype = profile.model.dtype if spec == profile.model.spec else "auto"
+        dtype = profile.probe_dtype(spec)
         quant = profile.model.quantization if spec == profile.model.spec else None
         model, tok = _models.load_model(spec, dtype=dtype, quantization=quant)
         res = run_probe(name, model, tok, limit=profile.probes.limit.get(name), chat=profile.probes.chat,
