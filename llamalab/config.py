@@ -183,7 +183,7 @@ def load_profile(name_or_path: str | Path | None = None) -> Profile:
             known = sorted([*_SECTIONS, *_EXTRA_SECTIONS])
             raise ConfigError(f"{path}: {key}: unknown section (known: {', '.join(known)})")
     prof = Profile(name=path.stem, path=path, extra=extra, **kwargs)
-    _check_model(prof, str(path))
+    _check_profile(prof, str(path))
     override = os.environ.get("LLAMALAB_MODEL")
     if override:
         old = prof.model.spec
@@ -192,7 +192,7 @@ def load_profile(name_or_path: str | Path | None = None) -> Profile:
     return prof
 
 
-def _check_model(prof: Profile, where: str) -> None:
+def _check_profile(prof: Profile, where: str) -> None:
     model = prof.model
     if model.dtype not in _DTYPES:
         raise ConfigError(f"{where}: model.dtype: {model.dtype!r} is not one of {list(_DTYPES)}")
@@ -239,5 +239,5 @@ def apply_overrides(profile: Profile, items: list[str] | None) -> Profile:
         done[f"{section}.{key}"] = value
     out = dataclasses.replace(profile, extra=extra, overrides={**profile.overrides, **done},
                               **{name: _SECTIONS[name](**typed[name]) for name in _SECTIONS})
-    _check_model(out, "--set")
+    _check_profile(out, "--set")
     return out
