@@ -125,7 +125,7 @@ def test_rl_options_are_checked(tmp_path):
             rl_options(config.load_profile(path))
         assert str(path) in str(info.value)
     assert rl_options(config.load_profile("a100")) == {"value": "lora", "critic_quantization": None, "tasks": None,
-                                                          "value_warmup_updates": 0}
+                                                          "value_warmup_updates": 0, "reward_baseline": None}
     with pytest.raises(ModelError, match="needs a CUDA GPU"):
         quantization_config("4bit", "cpu")
 

@@ -492,6 +492,74 @@ def test_value_warmup_trains_only_the_value_model_first(tmp_path, runs):
         rl_options(prof)
 
 
+def test_task_baseline_subtracts_each_tasks_running_mean_from_left_padded_queries():
+    """rl.reward_baseline: task. Each score less the mean of every score so far for its task (this batch's
+    included), the task found from the query's ids with the left padding removed; a query that is not a
+    training prompt keeps its raw score."""
+    import torch
+
+    from llamalab.train.ppo import _TaskBaseline
+
+    pad = 0
+    b = _TaskBaseline(object(), {(5, 6): "sql", (7, 8, 9): "joke"}, pad)
+    q = torch.tensor([[0, 5, 6], [7, 8, 9], [0, 5, 6], [0, 4, 4]])
+    out = b.centre(q, torch.tensor([1.0, 3.0, 3.0, 10.0]))
+    assert out.tolist() == pytest.approx([-1.0, 0.0, 1.0, 10.0])  # sql mean 2, joke mean 3, unknown as is
+    assert b.take_mean() == pytest.approx((2 + 3 + 2) / 3) and b.take_mean() == 0.0
+    out = b.centre(q[:2], torch.tensor([5.0, -1.0]))
+    assert out.tolist() == pytest.approx([5.0 - 3.0, -1.0 - 1.0])  # sql (1+3+5)/3, joke (3-1)/2
+
+
+def test_ppo_with_a_task_baseline_centres_the_reward_models_scores(tmp_path, runs):
+    """With rl.reward_baseline: task, every PPO update's reward-model scores reach TRL centred per task, and
+    metrics.jsonl keeps the uncentred mean as "score"; without it nothing is centred."""
+    from llamalab.train import ppo
+    from llamalab.train.reward import train_reward
+    from llamalab.train.sft import train_sft
+
+    calls = []
+    original = ppo._TaskBaseline.centre
+
+    def spy(self, query_ids, scores):
+        out = original(self, query_ids, scores)
+        calls.append(([self.task_of(q) for q in query_ids], scores.tolist(), out.tolist()))
+        return out
+
+    prof = _tiny_profile(tmp_path, "rl:\n  reward_baseline: task\n")
+    train_sft(prof, progress=False)
+    train_reward(prof, progress=False)
+    ppo._TaskBaseline.centre = spy
+    try:
+        summary = ppo.train_ppo(prof, progress=False)
+    finally:
+        ppo._TaskBaseline.centre = original
+    rows = [json.loads(x) for x in (runs / prof.name / "ppo" / "metrics.jsonl").read_text().splitlines()]
+    assert len(calls) == summary["updates"] == len(rows) == 2
+    tasks, raw, centred = calls[0]
+    assert None not in tasks  # every query of an update is a training prompt
+    for task in set(tasks):  # first update: each task's scores average 0
+        assert sum(c for t, c in zip(tasks, centred, strict=True) if t == task) == pytest.approx(0.0, abs=1e-4)
+    assert any(abs(r - c) > 1e-3 for r, c in zip(raw, centred, strict=True))
+    for row, (_, raw, centred) in zip(rows, calls, strict=True):
+        base = sum(r - c for r, c in zip(raw, centred, strict=True)) / len(raw)
+        assert row["baseline"] == pytest.approx(base, abs=1e-4)
+        assert row["score"] - row["score_centred"] == pytest.approx(base, abs=1e-4)
+    info = json.loads((runs / prof.name / "ppo" / "run_info.json").read_text())
+    assert info["reward_baseline"] == "task"
+
+    prof.extra["rl"] = {}
+    ppo._TaskBaseline.centre = spy
+    try:
+        ppo.train_ppo(prof, progress=False)
+    finally:
+        ppo._TaskBaseline.centre = original
+    assert len(calls) == 2  # TRL's way: nothing centred
+    assert "baseline" not in json.loads((runs / prof.name / "ppo" / "metrics.jsonl").read_text().splitlines()[0])
+    prof.extra["rl"] = {"reward_baseline": "prompt"}
+    with pytest.raises(config.ConfigError, match=r"tinyprof.yaml: rl.reward_baseline: 'prompt' is not one of"):
+        ppo.rl_options(prof)
+
+
 def test_baseline_stats_tell_a_useful_baseline_from_a_useless_one():
     """A per-prompt baseline equal to each prompt's mean score removes the gap between prompts; one that
     runs against it (as the reward model's reading of a bare prompt did on the cpu profile) adds to it."""
