@@ -544,6 +544,7 @@ def test_ppo_with_a_task_baseline_centres_the_reward_models_scores(tmp_path, run
         base = sum(r - c for r, c in zip(raw, centred, strict=True)) / len(raw)
         assert row["baseline"] == pytest.approx(base, abs=1e-4)
         assert row["score"] - row["score_centred"] == pytest.approx(base, abs=1e-4)
+        assert row["rlhf_reward"] == pytest.approx(row["score"] + row["non_score_reward"], abs=1e-4)
     info = json.loads((runs / prof.name / "ppo" / "run_info.json").read_text())
     assert info["reward_baseline"] == "task"
 

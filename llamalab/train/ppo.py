@@ -154,11 +154,12 @@ def _metrics_callback(path: Path, lengths: _ResponseLengths, warmup: int = 0, ba
             row = {"update": state.global_step, **{ours: logs.get(theirs) for theirs, ours in METRIC_KEYS.items()},
                    "response_length": lengths.take_mean(),
                    "phase": "value warmup" if state.global_step <= warmup else "policy"}
-            if baseline is not None:  # "score" stays the reward model's (less the missing-EOS penalty), as without
+            if baseline is not None:  # "score" and "rlhf_reward" stay the reward model's, as without a baseline
                 row["score_centred"] = row["score"]
                 row["baseline"] = baseline.take_mean()
-                if row["score"] is not None:
-                    row["score"] = row["score"] + row["baseline"]
+                for key in ("score", "rlhf_reward"):
+                    if row[key] is not None:
+                        row[key] = row[key] + row["baseline"]
             with path.open("a") as fh:
                 fh.write(json.dumps(row) + "\n")
 
