@@ -510,7 +510,7 @@ def test_task_baseline_subtracts_each_tasks_running_mean_from_left_padded_querie
     assert out.tolist() == pytest.approx([5.0 - 3.0, -1.0 - 1.0])  # sql (1+3+5)/3, joke (3-1)/2
 
 
-def test_ppo_with_a_task_baseline_centres_the_reward_models_scores(tmp_path, runs):
+def test_ppo_with_a_task_baseline_centres_the_reward_models_scores(tmp_path, runs, monkeypatch):
     """With rl.reward_baseline: task, every PPO update's reward-model scores reach TRL centred per task, and
     metrics.jsonl keeps the uncentred mean as "score"; without it nothing is centred."""
     from llamalab.train import ppo
@@ -528,11 +528,8 @@ def test_ppo_with_a_task_baseline_centres_the_reward_models_scores(tmp_path, run
     prof = _tiny_profile(tmp_path, "rl:\n  reward_baseline: task\n")
     train_sft(prof, progress=False)
     train_reward(prof, progress=False)
-    ppo._TaskBaseline.centre = spy
-    try:
-        summary = ppo.train_ppo(prof, progress=False)
-    finally:
-        ppo._TaskBaseline.centre = original
+    monkeypatch.setattr(ppo._TaskBaseline, "centre", spy)
+    summary = ppo.train_ppo(prof, progress=False)
     rows = [json.loads(x) for x in (runs / prof.name / "ppo" / "metrics.jsonl").read_text().splitlines()]
     assert len(calls) == summary["updates"] == len(rows) == 2
     tasks, raw, centred = calls[0]
@@ -549,11 +546,7 @@ def test_ppo_with_a_task_baseline_centres_the_reward_models_scores(tmp_path, run
     assert info["reward_baseline"] == "task"
 
     prof.extra["rl"] = {}
-    ppo._TaskBaseline.centre = spy
-    try:
-        ppo.train_ppo(prof, progress=False)
-    finally:
-        ppo._TaskBaseline.centre = original
+    ppo.train_ppo(prof, progress=False)
     assert len(calls) == 2  # TRL's way: nothing centred
     assert "baseline" not in json.loads((runs / prof.name / "ppo" / "metrics.jsonl").read_text().splitlines()[0])
     prof.extra["rl"] = {"reward_baseline": "prompt"}

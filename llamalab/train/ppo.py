@@ -98,7 +98,8 @@ class _TaskBaseline:
 
     Queries are recognised by their token ids (left padding removed). Held-out queries that TRL may
     score for its sample logs are not training prompts and keep their raw scores. Under several
-    processes each keeps its own running means."""
+    processes each keeps its own running means (and metrics.jsonl's "score" adds the main process's
+    mean baseline to TRL's mean over all of them)."""
 
     def __init__(self, reward_model, queries: dict[tuple[int, ...], str], pad_token_id: int):
         self.reward_model = reward_model
