@@ -19,6 +19,7 @@ import shutil
 import time
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 from .. import models, paths
 from ..config import Profile
@@ -73,11 +74,8 @@ class _ResponseLengths:
             self.lengths.extend((out != pad_token_id).sum(dim=1).tolist())
             return out
 
-        mod.truncate_response = wrapper
-        try:
+        with mock.patch.object(mod, "truncate_response", wrapper):
             yield self
-        finally:
-            mod.truncate_response = original
 
     def take_mean(self) -> float | None:
         vals, self.lengths = self.lengths, []
@@ -134,11 +132,8 @@ class _TaskBaseline:
                 scores = self.centre(query_responses[:, :context_length], scores)
             return logits, scores, lengths
 
-        mod.get_reward = wrapper
-        try:
+        with mock.patch.object(mod, "get_reward", wrapper):
             yield self
-        finally:
-            mod.get_reward = original
 
     def take_mean(self) -> float:
         vals, self.subtracted = self.subtracted, []
