@@ -97,6 +97,35 @@ def test_a_bad_rl_setting_fails_before_the_last_run_is_touched(tmp_path, runs, s
     assert {f.name: f.read_text() for f in out.iterdir()} == kept
 
 
+
+def test_rloo_says_which_ppo_only_rl_settings_it_ignores(tmp_path, runs, monkeypatch, capsys):
+    """rl.reward_baseline and rl.value_warmup_updates change PPO only. One profile feeds both (notebook 07),
+    so RLOO must not refuse them, but it says that it ignores them, naming the file and key, and says
+    nothing when they are off."""
+    from llamalab.train import rloo
+
+    class Stop(Exception):
+        pass
+
+    def stop(*a, **k):
+        raise Stop  # the prompts are read right after the check: nothing past it is needed here
+
+    monkeypatch.setattr(rloo, "load_prompts", stop)
+    prof = _tiny_profile(tmp_path)
+    for dep in ("sft", "reward"):
+        (runs / prof.name / dep / "merged").mkdir(parents=True)
+        (runs / prof.name / dep / "merged" / "config.json").write_text("{}")
+    said = {}
+    for label, sets in {"off": ["rl.reward_baseline=null", "rl.value_warmup_updates=0"],
+                        "on": ["rl.reward_baseline=task", "rl.value_warmup_updates=3"]}.items():
+        with pytest.raises(Stop):
+            rloo.train_rloo(config.apply_overrides(prof, sets), progress=False)
+        said[label] = [line for line in capsys.readouterr().out.splitlines() if "PPO only" in line]
+    assert said["off"] == []
+    assert len(said["on"]) == 2
+    assert said["on"][0].startswith(f"{prof.path}: rl.value_warmup_updates: 3 is read by PPO only; RLOO ignores it")
+    assert said["on"][1].startswith(f"{prof.path}: rl.reward_baseline: 'task' is read by PPO only")
+
 def test_rl_tasks_choose_the_training_prompts_and_leave_held_out_whole(tmp_path, runs):
     from llamalab.train.ppo import load_prompts
 

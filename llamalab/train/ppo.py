@@ -257,6 +257,13 @@ def value_with_lora(profile: Profile, value):
 
 RL_KEYS = {"value": ("full", "lora"), "critic_quantization": (None, *models.QUANTIZATIONS), "tasks": None,
            "value_warmup_updates": None, "reward_baseline": (None, "task")}
+PPO_ONLY_RL = {"value_warmup_updates": 0, "reward_baseline": None}  # rl keys RLOO has no use for, with their "off"
+
+
+def ppo_only_settings(profile: Profile) -> dict[str, Any]:
+    """The profile's ``rl`` settings that only PPO reads and that are not off: RLOO has no value model to
+    warm up, and its baseline is already the mean score of the other responses to the same prompt."""
+    return {k: v for k, v in rl_options(profile).items() if k in PPO_ONLY_RL and v != PPO_ONLY_RL[k]}
 
 
 def rl_options(profile: Profile) -> dict[str, Any]:
@@ -281,8 +288,8 @@ def rl_options(profile: Profile) -> dict[str, Any]:
     from ..config import ConfigError
     from ..trainsets import TASKS
 
-    opts = {"value": "full", "critic_quantization": None, "tasks": None, "value_warmup_updates": 0,
-            "reward_baseline": None, **common.section(profile, "rl")}
+    opts = {"value": "full", "critic_quantization": None, "tasks": None, **PPO_ONLY_RL,
+            **common.section(profile, "rl")}
     for key, val in opts.items():
         if key not in RL_KEYS:
             raise ConfigError(f"{profile.path}: rl.{key}: unknown key (known: {', '.join(RL_KEYS)})")

@@ -17,7 +17,7 @@ from typing import Any
 
 from ..config import Profile
 from . import common
-from .ppo import load_prompts, rl_dtype
+from .ppo import load_prompts, ppo_only_settings, rl_dtype
 
 
 def rloo_config(profile: Profile, output_dir: Path, **overrides):
@@ -52,6 +52,10 @@ def train_rloo(profile: Profile, *, progress: bool = True, retrain: bool = True)
 
     sft_dir = common.require_stage(profile, "sft")
     rm_dir = common.require_stage(profile, "reward")
+    ignored = ppo_only_settings(profile)
+    for key, val in ignored.items():  # said, not refused: notebook 07 trains PPO and RLOO from one profile
+        print(f"{profile.path}: rl.{key}: {val!r} is read by PPO only; RLOO ignores it (no value model; "
+              "each response's baseline is the mean score of the other responses to its prompt)")
     rows = load_prompts(profile)
     from .. import paths
     from .ppo import DEFAULT_PROMPTS
@@ -91,6 +95,7 @@ def train_rloo(profile: Profile, *, progress: bool = True, retrain: bool = True)
         common.write_json(out / "train_summary.json", result)
         common.write_json(out / "run_info.json", common.run_info(
             profile, "rloo", {"rloo": args, "lora": lora},
-            {"policy_base": str(sft_dir), "reward_model": str(rm_dir), "fingerprint": fp}))
+            {"policy_base": str(sft_dir), "reward_model": str(rm_dir), "fingerprint": fp,
+             "rl_ignored": ignored}))
     shutil.rmtree(out / "checkpoints", ignore_errors=True)
     return result
