@@ -97,7 +97,6 @@ def test_a_bad_rl_setting_fails_before_the_last_run_is_touched(tmp_path, runs, s
     assert {f.name: f.read_text() for f in out.iterdir()} == kept
 
 
-
 def test_rloo_says_which_ppo_only_rl_settings_it_ignores(tmp_path, runs, monkeypatch, capsys):
     """rl.reward_baseline and rl.value_warmup_updates change PPO only. One profile feeds both (notebook 07),
     so RLOO must not refuse them, but it says that it ignores them, naming the file and key, and says
@@ -125,6 +124,7 @@ def test_rloo_says_which_ppo_only_rl_settings_it_ignores(tmp_path, runs, monkeyp
     assert len(said["on"]) == 2
     assert said["on"][0].startswith(f"{prof.path}: rl.value_warmup_updates: 3 is read by PPO only; RLOO ignores it")
     assert said["on"][1].startswith(f"{prof.path}: rl.reward_baseline: 'task' is read by PPO only")
+
 
 def test_rl_tasks_choose_the_training_prompts_and_leave_held_out_whole(tmp_path, runs):
     from llamalab.train.ppo import load_prompts
