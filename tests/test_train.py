@@ -375,6 +375,40 @@ def test_fingerprint_follows_the_inputs_each_stage_reads(tmp_path, runs):
     assert fingerprint(prof, "sft", [data]) != changed
 
 
+def test_tuning_ppo_leaves_the_reward_model_and_rloo_reusable(tmp_path, runs):
+    """The reward stage that samples SFT's own SQL reads only the RL prompts, temperature and length; RLOO
+    reads no PPO-only rl key. Changing anything else of PPO's must not make them stale (a retrain of
+    minutes to hours for nothing)."""
+    from llamalab.train import reward, rloo
+    from llamalab.train.common import fingerprint
+
+    prof = _tiny_profile(tmp_path)
+    data = tmp_path / "d.jsonl"
+    data.write_text("a\n")
+
+    def fps():
+        return {"reward_own": reward.stage_fingerprint(prof, [data], True),
+                "reward": reward.stage_fingerprint(prof, [data], False),
+                "rloo": fingerprint(prof, "rloo", [data], omit=rloo.PPO_ONLY_FINGERPRINT_OMIT),
+                "ppo": fingerprint(prof, "ppo", [data])}
+
+    def changed(before):
+        return sorted(k for k, v in fps().items() if v != before[k])
+
+    prof.extra.setdefault("rl", {})
+    start = fps()
+    prof.extra["ppo"]["kl_coef"] = 0.123  # PPO only
+    assert changed(start) == ["ppo"]
+    prof.extra["rl"]["reward_baseline"] = "task"  # PPO only, in the rl section RLOO shares
+    assert changed(start) == ["ppo"]
+    before = fps()
+    prof.extra["ppo"]["temperature"] = 1.3  # the own-mistake samples are drawn at it
+    assert changed(before) == ["ppo", "reward_own"]
+    before = fps()
+    prof.extra["rl"]["tasks"] = ["sql"]  # which prompts are sampled, and trained on
+    assert changed(before) == ["ppo", "reward_own", "rloo"]
+
+
 def test_ppo_applies_gradient_checkpointing_that_trl_leaves_off(tmp_path, runs):
     """TRL 1.12's PPOTrainer reads `gradient_checkpointing` but never applies it (81 GiB instead of
     41 GiB for a 7B-shaped update on an H200): llamalab switches it on for the policy and the value."""

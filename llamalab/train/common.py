@@ -249,16 +249,29 @@ def _file_sha(path: Path) -> str:
 RL_SECTIONS = {"ppo": ("rl",), "rloo": ("rl",)}  # sections only online RL reads (SFT/reward keep their reuse)
 
 
+def _profile_part(profile: Profile, name: str, omit: tuple[str, ...]):
+    """``name`` is a section ("rl") or one key of it ("ppo.temperature"); a whole section leaves out the
+    "section.key" names in ``omit``."""
+    section, _, key = name.partition(".")
+    values = profile.extra.get(section)
+    if key:
+        return values.get(key) if isinstance(values, dict) else None
+    if isinstance(values, dict) and omit:
+        return {k: v for k, v in values.items() if f"{section}.{k}" not in omit}
+    return values
+
+
 def fingerprint(profile: Profile, stage: str, data_files: list[Path], upstream: list[str] = (),
-                extra_sections: tuple[str, ...] = ()) -> str:
-    """A digest of everything a stage's result depends on: its profile sections (and ``extra_sections``),
-    the model spec, the data files' contents and the upstream stages' fingerprints. Equal fingerprint =
-    same inputs."""
+                extra_sections: tuple[str, ...] = (), omit: tuple[str, ...] = ()) -> str:
+    """A digest of everything a stage's result depends on: its profile sections (and ``extra_sections``:
+    whole sections, or single keys as "section.key"; less the "section.key" names in ``omit``), the
+    model spec, the data files' contents and the upstream stages' fingerprints. Equal fingerprint =
+    same inputs; a setting the stage does not read is left out, so changing it retrains nothing."""
     import hashlib
 
     names = (stage, "lora", "data", *RL_SECTIONS.get(stage, ()), *extra_sections)
     parts = {"stage": stage, "model": profile.model.spec, "dtype": profile.model.dtype,
-             "sections": {k: profile.extra.get(k) for k in names},
+             "sections": {k: _profile_part(profile, k, omit) for k in names},
              "data": {str(Path(f).name): _file_sha(f) for f in data_files},
              "upstream": {u: read_fingerprint(profile, u) for u in upstream}}
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]

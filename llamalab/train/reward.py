@@ -219,6 +219,21 @@ def reward_config(profile: Profile, output_dir: Path, **overrides):
                                   dataloader_num_workers=0)
 
 
+OWN_MISTAKES_READS = ("ppo.response_length", "ppo.temperature", "rl.tasks")  # what sampling SFT's SQL reads
+
+
+def stage_fingerprint(profile: Profile, inputs: list[Path], sample_own: bool) -> str:
+    """The reward stage's fingerprint. Sampling SFT's own SQL mistakes (``execution_options``) reads the RL
+    training prompts (``rl.tasks``) at the RL temperature and response length, and no other online-RL
+    setting: tuning PPO's KL coefficient or learning rate leaves the reward model reusable."""
+    if sample_own:
+        from .ppo import DEFAULT_PROMPTS
+
+        return common.fingerprint(profile, "reward", [*inputs, paths.data_dir() / DEFAULT_PROMPTS],
+                                  upstream=["sft"], extra_sections=OWN_MISTAKES_READS)
+    return common.fingerprint(profile, "reward", inputs, upstream=["sft"])
+
+
 def train_reward(profile: Profile, *, resume: bool = False, data: str | Path | None = None,
                  callbacks: list | None = None, progress: bool = True, retrain: bool = True) -> dict[str, Any]:
     import torch
@@ -236,13 +251,7 @@ def train_reward(profile: Profile, *, resume: bool = False, data: str | Path | N
     n_more, more_file = policy_pair_options(profile)
     sample_own = bool(n_own) and data is None  # a --data file is used as it is (it may hold such pairs already)
     inputs = [data_file] + ([more_file] if more_file else [])
-    if sample_own:  # the SQL training prompts, sampled at the RL temperature and length
-        from .ppo import DEFAULT_PROMPTS
-
-        fp = common.fingerprint(profile, "reward", [*inputs, paths.data_dir() / DEFAULT_PROMPTS], upstream=["sft"],
-                                extra_sections=("ppo", "rl"))
-    else:
-        fp = common.fingerprint(profile, "reward", inputs, upstream=["sft"])
+    fp = stage_fingerprint(profile, inputs, sample_own)
     if not retrain and not resume and (done := common.reusable(profile, "reward", fp)):
         return done
     out, ck_dir, last = common.stage_checkpoints(profile, "reward", resume)

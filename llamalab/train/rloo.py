@@ -17,7 +17,9 @@ from typing import Any
 
 from ..config import Profile
 from . import common
-from .ppo import load_prompts, ppo_only_settings, rl_dtype
+from .ppo import PPO_ONLY_RL, load_prompts, ppo_only_settings, rl_dtype
+
+PPO_ONLY_FINGERPRINT_OMIT = tuple(f"rl.{key}" for key in PPO_ONLY_RL)  # changing them leaves RLOO's run reusable
 
 
 def rloo_config(profile: Profile, output_dir: Path, **overrides):
@@ -60,7 +62,8 @@ def train_rloo(profile: Profile, *, progress: bool = True, retrain: bool = True)
     from .. import paths
     from .ppo import DEFAULT_PROMPTS
 
-    fp = common.fingerprint(profile, "rloo", [paths.data_dir() / DEFAULT_PROMPTS], upstream=["sft", "reward"])
+    fp = common.fingerprint(profile, "rloo", [paths.data_dir() / DEFAULT_PROMPTS], upstream=["sft", "reward"],
+                            omit=PPO_ONLY_FINGERPRINT_OMIT)
     if not retrain and (done := common.reusable(profile, "rloo", fp, "train_summary.json")):
         return done
     out = profile.stage_dir("rloo")
