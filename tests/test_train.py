@@ -389,7 +389,7 @@ def test_tuning_ppo_leaves_the_reward_model_and_rloo_reusable(tmp_path, runs):
     def fps():
         return {"reward_own": reward.stage_fingerprint(prof, [data], True),
                 "reward": reward.stage_fingerprint(prof, [data], False),
-                "rloo": fingerprint(prof, "rloo", [data], omit=rloo.PPO_ONLY_FINGERPRINT_OMIT),
+                "rloo": rloo.stage_fingerprint(prof),
                 "ppo": fingerprint(prof, "ppo", [data])}
 
     def changed(before):

@@ -22,6 +22,15 @@ from .ppo import PPO_ONLY_RL, load_prompts, ppo_only_settings, rl_dtype
 PPO_ONLY_FINGERPRINT_OMIT = tuple(f"rl.{key}" for key in PPO_ONLY_RL)  # changing them leaves RLOO's run reusable
 
 
+def stage_fingerprint(profile: Profile) -> str:
+    """RLOO's fingerprint: its sections, the RL prompts, SFT and the reward model; not the PPO-only ``rl`` keys."""
+    from .. import paths
+    from .ppo import DEFAULT_PROMPTS
+
+    return common.fingerprint(profile, "rloo", [paths.data_dir() / DEFAULT_PROMPTS], upstream=["sft", "reward"],
+                              omit=PPO_ONLY_FINGERPRINT_OMIT)
+
+
 def rloo_config(profile: Profile, output_dir: Path, **overrides):
     import torch
     from trl import RLOOConfig
@@ -59,11 +68,7 @@ def train_rloo(profile: Profile, *, progress: bool = True, retrain: bool = True)
         print(f"{profile.path}: rl.{key}: {val!r} is read by PPO only; RLOO ignores it (no value model; "
               "each response's baseline is the mean score of the other responses to its prompt)")
     rows = load_prompts(profile)
-    from .. import paths
-    from .ppo import DEFAULT_PROMPTS
-
-    fp = common.fingerprint(profile, "rloo", [paths.data_dir() / DEFAULT_PROMPTS], upstream=["sft", "reward"],
-                            omit=PPO_ONLY_FINGERPRINT_OMIT)
+    fp = stage_fingerprint(profile)
     if not retrain and (done := common.reusable(profile, "rloo", fp, "train_summary.json")):
         return done
     out = profile.stage_dir("rloo")
