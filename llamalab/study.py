@@ -165,8 +165,11 @@ def point_biserial(scores: list[float], flags: list[bool]) -> float | None:
 
 
 def reward_vs_correctness(profile: Profile, results: list[dict[str, Any]]) -> Any:
-    """Does the reward model prefer SQL that executes correctly? Per model: correlation of its score
-    with execution correctness over the SQL probe items (the unseen schema included)."""
+    """Does the reward model prefer SQL that executes correctly, and SQL that runs at all? Per model,
+    over the SQL probe items (the unseen schema included): the mean score of correct and wrong
+    queries and the correlation of the score with correctness; the same for valid (parses and
+    runs) against invalid queries, so a reward model that pays for a shape whatever it parses to
+    shows up as invalid queries scoring as high as valid ones."""
     import pandas as pd
 
     from .train.common import device, require_stage
@@ -174,24 +177,30 @@ def reward_vs_correctness(profile: Profile, results: list[dict[str, Any]]) -> An
     from .train.reward import load_reward_model, score
 
     rm, tok = load_reward_model(require_stage(profile, "reward"), dtype=rl_dtype(), device=device())
+
+    def row(s: list[float], correct: list[bool], valid: list[bool]) -> dict[str, Any]:
+        def mean_where(flags, want):
+            return _mean([x for x, f in zip(s, flags, strict=True) if f == want])
+        return {"n": len(s), "correct": sum(correct),
+                "mean_reward_correct": mean_where(correct, True), "mean_reward_wrong": mean_where(correct, False),
+                "correlation": point_biserial(s, correct),
+                "valid": sum(valid), "mean_reward_valid": mean_where(valid, True),
+                "mean_reward_invalid": mean_where(valid, False), "correlation_valid": point_biserial(s, valid)}
+
     rows = {}
-    all_scores, all_flags = [], []
+    all_s, all_correct, all_valid = [], [], []
     for r in results:
         if r["probe"] != "sql":
             continue
         prompts = [it.get("prompt_content", it["prompt"]) for it in r["items"]]
         s = score(rm, tok, prompts, [it["completion"] for it in r["items"]])
-        flags = [bool(it["correct"]) for it in r["items"]]
-        all_scores += s
-        all_flags += flags
-        rows[r.get("label") or r["model"]] = {"n": len(s), "correct": sum(flags),
-                                              "mean_reward_correct": _mean([x for x, f in zip(s, flags, strict=True) if f]),
-                                              "mean_reward_wrong": _mean([x for x, f in zip(s, flags, strict=True) if not f]),
-                                              "correlation": point_biserial(s, flags)}
-    rows["all models"] = {"n": len(all_scores), "correct": sum(all_flags),
-                          "mean_reward_correct": _mean([x for x, f in zip(all_scores, all_flags, strict=True) if f]),
-                          "mean_reward_wrong": _mean([x for x, f in zip(all_scores, all_flags, strict=True) if not f]),
-                          "correlation": point_biserial(all_scores, all_flags)}
+        correct = [bool(it["correct"]) for it in r["items"]]
+        valid = [bool(it["valid_sql"]) for it in r["items"]]
+        all_s += s
+        all_correct += correct
+        all_valid += valid
+        rows[r.get("label") or r["model"]] = row(s, correct, valid)
+    rows["all models"] = row(all_s, all_correct, all_valid)
     return pd.DataFrame(rows).T
 
 

@@ -467,3 +467,34 @@ def test_rescore_refuses_what_is_not_a_heldout_report_before_loading_a_model(tmp
     report = {"n_prompts": 1, "policies": {"sft": {"samples": [{"prompt": "another question", "response": "x"}]}}}
     with pytest.raises(ValueError, match="held-out prompt 1 is not the smoke profile's"):
         heldout.rescore(prof, report, tmp_path / "no-model-here")
+
+
+def test_reward_vs_correctness_reports_the_score_of_correct_and_of_valid_sql(monkeypatch):
+    """Per model and over all models: the reward model's mean score for correct and wrong queries, for
+    valid and invalid ones, and the score's correlation with each; only the SQL probe counts."""
+    from llamalab.train import common, reward
+
+    # a stand-in reward model: the score is the completion's length, so every figure can be worked out
+    monkeypatch.setattr(common, "require_stage", lambda profile, stage, what="merged": "rm-dir")
+    monkeypatch.setattr(reward, "load_reward_model", lambda path, dtype=None, device=None: (None, None))
+    monkeypatch.setattr(reward, "score", lambda rm, tok, prompts, completions: [float(len(c)) for c in completions])
+
+    def item(completion, correct, valid):
+        return {"prompt": "p", "completion": completion, "correct": correct, "valid_sql": valid}
+
+    a = [item("x" * 2, True, True), item("x" * 4, False, True), item("x" * 9, False, False)]
+    b = [item("x" * 20, False, False), item("x" * 6, True, True), item("x" * 8, False, True)]
+    results = [{"probe": "sql", "label": "sft", "items": a}, {"probe": "sql", "label": "ppo", "items": b},
+               {"probe": "clickbait", "label": "sft", "items": [item("x" * 99, True, True)]}]
+    df = study.reward_vs_correctness(object(), results)
+    assert list(df.index) == ["sft", "ppo", "all models"]
+    assert df.loc["sft", "n"] == 3 and df.loc["sft", "correct"] == 1 and df.loc["sft", "valid"] == 2
+    assert df.loc["sft", "mean_reward_correct"] == 2.0 and df.loc["sft", "mean_reward_wrong"] == 6.5
+    assert df.loc["sft", "mean_reward_valid"] == 3.0 and df.loc["sft", "mean_reward_invalid"] == 9.0
+    assert df.loc["ppo", "mean_reward_invalid"] == 20.0 and df.loc["ppo", "mean_reward_valid"] == 7.0
+    scores = [2.0, 4.0, 9.0, 20.0, 6.0, 8.0]
+    assert df.loc["all models", "correlation"] == pytest.approx(statistics.correlation(scores, [1, 0, 0, 0, 1, 0]))
+    assert df.loc["all models", "correlation_valid"] == pytest.approx(
+        statistics.correlation(scores, [1, 1, 0, 0, 1, 1]))
+    assert df.loc["all models", "correlation_valid"] < 0  # here the invalid queries score higher
+    assert df.loc["all models", "mean_reward_invalid"] == 14.5 and df.loc["all models", "valid"] == 4
