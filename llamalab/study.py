@@ -370,6 +370,8 @@ def conclusions(df, heldout: dict[str, Any] | None = None,
                 + (f", {_fmt(within)} within-task standard deviations" if within is not None else "")
                 + f") at a mean KL to SFT of {_fmt(p['mean_kl'])} nats per sequence; the target (>= 0.5 SFT standard "
                 f"deviations at KL <= {KL_TARGET:g} nats) was {'met' if met else 'NOT met'}{interval}.")
+            if (line := _heldout_sql_sentence(label, p, sft, n)) is not None:
+                out.append(line)
         ref = heldout.get("reference")
         if ref and ref.get("gain_in_sft_std") is not None:
             out.append(
@@ -402,6 +404,34 @@ def conclusions(df, heldout: dict[str, Any] | None = None,
                    "better model" + (", and such a policy alone would meet the target." if mixed >= 0.5 else ".")
                    if mixed > 0 else "no fixed reply outscores SFT's answers."))
     return out
+
+
+def _heldout_sql_sentence(label: str, p: dict[str, Any], sft: dict[str, Any], n: int) -> str | None:
+    """How many of a policy's held-out SQL queries run and how many return the reference's rows, beside
+    SFT's (``heldout`` report's ``sql_valid`` and ``sql_correct``: per prompt a flag, or with n samples
+    a share); measures that do not go through the reward model. None without them."""
+    def count(q: dict[str, Any], key: str) -> float | None:
+        flags = [f for f in q.get(key) or [] if f is not None]
+        return sum(flags) if flags else None
+
+    total = sum(f is not None for f in p.get("sql_correct") or [])
+    if not total or count(p, "sql_correct") is None or count(sft, "sql_correct") is None:
+        return None
+
+    def fmt(x: float) -> str:
+        return f"{x:.0f}" if n == 1 else f"{x:.2f}"
+
+    def compare(key: str, what: str) -> str:
+        a, b = count(p, key), count(sft, key)
+        side = "more than" if a > b + 1e-9 else "FEWER than" if a < b - 1e-9 else "as many as"
+        return f"{what} on {fmt(a)} ({side} SFT's {fmt(b)})"
+
+    parts = [compare("sql_correct", "return the reference query's rows")]
+    if count(p, "sql_valid") is not None and count(sft, "sql_valid") is not None:
+        parts.insert(0, compare("sql_valid", "run"))
+    each = f" (mean over {n} samples)" if n > 1 else ""
+    return (f"On the {total} held-out SQL prompts with a reference query, {label}'s queries "
+            + " and ".join(parts) + each + ": counted by running them, not by the reward model.")
 
 
 def _sql_shape_sentences(shapes: dict[str, Any] | None) -> list[str]:

@@ -151,6 +151,9 @@ def test_heldout_command_and_where_the_reward_model_runs(chain, tmp_path, monkey
     flags = report["policies"]["sft"]["sql_correct"]
     assert [f is None for f in flags] == [False, False, True]
     assert ref["sql_sft_wrong"] == flags.count(False)
+    valid = report["policies"]["sft"]["sql_valid"]  # from running the same queries: a correct one runs
+    assert [v is None for v in valid] == [False, False, True] and all(v or not c for v, c in zip(valid, flags, strict=True))
+    assert f"SQL valid {sum(valid[:2])}/2, correct {sum(flags[:2])}/2" in printed
     assert f"reference answers: mean score {ref['mean_score']:6.2f} on 3 prompts" in printed
     const = report["constant_answers"]  # each fixed reply scored on every prompt, against SFT's samples
     sft = report["policies"]["sft"]
@@ -262,6 +265,8 @@ def test_heldout_rescore_judges_saved_responses_with_another_reward_model(chain,
                      "--json", str(saved)]) == 0
     r0 = json.loads(saved.read_text())
     r0["policies"]["ppo"]["samples"][1]["responses"][1] = "SELECT COUNT(DISTINCT user_id) FROM events"
+    sft_valid = r0["policies"]["sft"].pop("sql_valid")  # as a report saved before validity was counted
+    assert any(v is not None for v in sft_valid)
     saved.write_text(json.dumps(r0))  # one response changed after scoring: only its score may move
     assert cli.main(["heldout", "--profile", "smoke", "--rescore", str(saved), "--reward", str(rm_dir),
                      "--json", str(again)]) == 0
@@ -287,6 +292,10 @@ def test_heldout_rescore_judges_saved_responses_with_another_reward_model(chain,
     assert ppo["gain_in_sft_std"] == pytest.approx((ppo["mean_score"] - sft["mean_score"]) / sft["std_score"])
     assert ppo["gain_in_sft_std"] != pytest.approx(r0["policies"]["ppo"]["gain_in_sft_std"], abs=1e-6)
     assert r1["reference"]["scores"] == pytest.approx(r0["reference"]["scores"], abs=1e-4)
+    # SFT's validity, missing from the saved report, is counted again from its responses; PPO's is kept
+    assert r1["policies"]["sft"]["sql_valid"] == sft_valid
+    assert r1["policies"]["sft"]["sql_correct"] == r0["policies"]["sft"]["sql_correct"]
+    assert r1["policies"]["ppo"]["sql_valid"] == r0["policies"]["ppo"]["sql_valid"]
 
     r0["policies"]["sft"]["samples"][1]["prompt"] = "another question"
     saved.write_text(json.dumps(r0))

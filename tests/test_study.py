@@ -498,3 +498,55 @@ def test_reward_vs_correctness_reports_the_score_of_correct_and_of_valid_sql(mon
         statistics.correlation(scores, [1, 1, 0, 0, 1, 1]))
     assert df.loc["all models", "correlation_valid"] < 0  # here the invalid queries score higher
     assert df.loc["all models", "mean_reward_invalid"] == 14.5 and df.loc["all models", "valid"] == 4
+
+
+def test_heldout_counts_sql_that_runs_apart_from_sql_that_is_right():
+    """A policy can raise the reward model's score with SQL that does not run: the held-out report counts
+    valid queries beside correct ones, per round and as a share over rounds, and says so in its lines."""
+    from llamalab.train import heldout
+
+    gold = "SELECT COUNT(*) FROM customers WHERE country = 'Poland';"
+    rows = [{"task": "sql", "schema": "shop", "reference": gold}] * 3 + [{"task": "joke", "reference": "a pun"}]
+    right, runs_wrong = "SELECT count(*) FROM customers WHERE country='Poland'", "SELECT COUNT(*) FROM customers;"
+    broken = "SELECT country FROM customers GROUP BY country DESC;"  # parses nowhere: invalid
+    one = [right, runs_wrong, broken, "SELECT 1;"]
+    assert heldout.sql_check(rows, one) == [{"valid": True, "correct": True}, {"valid": True, "correct": False},
+                                            {"valid": False, "correct": False}, None]
+    assert heldout._sql_rounds(rows, [one]) == ([True, False, False, None], [True, True, False, None])
+    two = [broken, "No SQL here.", runs_wrong, "x"]
+    assert heldout._sql_rounds(rows, [one, two]) == ([0.5, 0.0, 0.0, None], [0.5, 0.5, 0.5, None])
+    # a saved report's entries (one response per prompt, or several) back into rounds
+    assert heldout._texts([{"response": "a"}, {"response": "b"}]) == [["a", "b"]]
+    assert heldout._texts([{"response": "a", "responses": ["a", "c"]}, {"response": "b", "responses": ["b", "d"]}]) \
+        == [["a", "b"], ["c", "d"]]
+
+    def report(n, correct, valid):
+        pol = {"mean_score": 1.0, "std_score": 1.0, "mean_kl": 0.0, "sql_correct": correct, "sql_valid": valid}
+        return {"n_prompts": 4, "temperature": 0.7, "sft_within_task_std": 1.0, "samples_per_prompt": n,
+                "policies": {"sft": pol}}
+
+    assert "SQL valid 2/3, correct 1/3" in heldout.summary_lines(report(1, *heldout._sql_rounds(rows, [one])))[1]
+    lines = heldout.summary_lines(report(2, *heldout._sql_rounds(rows, [one, two])))
+    assert "SQL valid 1.50/3, correct 0.50/3 (mean over 2 samples)" in lines[1]
+
+
+def test_conclusions_count_heldout_sql_that_runs_and_that_is_right_beside_sft():
+    heldout = {"n_prompts": 4, "policies": {
+        "sft": {"mean_score": 1.0, "std_score": 2.0, "mean_kl": 0.0, "gain_in_sft_std": 0.0,
+                "sql_correct": [True, False, False, None], "sql_valid": [True, True, False, None]},
+        "ppo": {"mean_score": 2.5, "std_score": 2.0, "mean_kl": 3.2, "gain_in_sft_std": 0.75,
+                "sql_correct": [False, False, False, None], "sql_valid": [True, True, True, None]}}}
+    lines = study.conclusions(_table(), heldout, pairs=[("base", "sft")])
+    assert lines[-1] == ("On the 3 held-out SQL prompts with a reference query, ppo's queries run on 3 (more than "
+                         "SFT's 2) and return the reference query's rows on 0 (FEWER than SFT's 1): counted by running "
+                         "them, not by the reward model.")
+    assert lines[-2].endswith("was met.")
+    heldout["samples_per_prompt"] = 4
+    heldout["policies"]["ppo"].update(sql_correct=[0.25, 0.75, 0.0, None], sql_valid=[0.5, 0.5, 1.0, None])
+    assert lines[-1] != (line := study.conclusions(_table(), heldout)[-1])
+    assert "run on 2.00 (as many as SFT's 2.00) and return the reference query's rows on 1.00 (as many as SFT's " \
+           "1.00) (mean over 4 samples)" in line
+    del heldout["policies"]["sft"]["sql_valid"]  # a report saved before validity was counted: correctness only
+    assert "ppo's queries return the reference query's rows on 1.00" in study.conclusions(_table(), heldout)[-1]
+    del heldout["policies"]["ppo"]["sql_correct"]
+    assert "held-out SQL prompts with a reference" not in study.conclusions(_table(), heldout)[-1]

@@ -15,8 +15,8 @@ the k is (the most a reranker could get).
 ``reference_check`` calibrates the score itself: the held-out prompts carry reference answers (the
 gold query for SQL), so the report says what a policy that gave every reference answer would score,
 and whether the reward model ranks a correct query above SFT's wrong one on prompts it never saw.
-Each policy's SQL is also run against its schema (``sql_correct``): a measure of quality that does not
-go through the reward model. ``constant_answers`` scores one fixed reply ("yes", "no", ...) to every
+Each policy's SQL is also run against its schema (``sql_valid``, ``sql_correct``): measures of quality
+that do not go through the reward model (a policy can raise its score with SQL that does not run). ``constant_answers`` scores one fixed reply ("yes", "no", ...) to every
 prompt: where that outscores SFT, the reward model can be raised without answering at all.
 ``sql_shapes`` counts the SQL answers that use COUNT(DISTINCT, GROUP BY or HAVING, beside the reference
 queries, and whether the reward model scores them above the same policy's other answers to the same
@@ -154,7 +154,7 @@ def evaluate_policies(profile: Profile, policies: dict[str, Path], *, limit: int
     n responses per prompt from every policy (round r seeded with
     ``seed + r``, so round 0 is the one-sample report). Each prompt's entry in ``samples`` then holds
     the mean score and KL of its n responses (and the lists ``scores``, ``kls``, ``responses``);
-    ``sql_correct`` holds the share of its n queries that are correct. The unit of every gain stays
+    ``sql_correct`` (``sql_valid``) holds the share of its n queries that are correct (that run). The unit of every gain stays
     the standard deviation of single SFT samples (over all n x prompts), so a larger n narrows the
     paired standard error without shrinking the unit."""
     from .reward import score
@@ -182,8 +182,9 @@ def evaluate_policies(profile: Profile, policies: dict[str, Path], *, limit: int
             kls = ([0.0] * len(samples) if model is reference  # SFT against itself: 0 by definition
                    else kl_per_sequence(model, reference, samples, tok.pad_token_id, temperature))
             rounds.append((samples, scores, kls))
-        report["policies"][label] = _policy_entry(rounds)
-        report["policies"][label]["sql_correct"] = _sql_correct_rounds(ctx["rows"], rounds)
+        entry = report["policies"][label] = _policy_entry(rounds)
+        entry["sql_correct"], entry["sql_valid"] = _sql_rounds(ctx["rows"], [[s["text"] for s in smp]
+                                                                              for smp, _, _ in rounds])
     _summarise(profile, ctx, report)
     if best_of:
         report["best_of_n"] = best_of_n(ctx, best_of)
@@ -195,6 +196,8 @@ def _summarise(profile: Profile, ctx: dict[str, Any], report: dict[str, Any]) ->
     (``evaluate_policies``, and ``rescore`` after scoring them again)."""
     tasks = ctx["tasks"]
     for p in report["policies"].values():
+        if "sql_valid" not in p:  # a report saved before validity was counted: run its queries again
+            p["sql_correct"], p["sql_valid"] = _sql_rounds(ctx["rows"], _texts(p["samples"]))
         p["by_task"] = by_task(tasks, [s["score"] for s in p["samples"]], [s["kl"] for s in p["samples"]])
     base = report["policies"]["sft"]
     within = within_task_std(*_flat(tasks, base["samples"]))
@@ -212,7 +215,8 @@ def _summarise(profile: Profile, ctx: dict[str, Any], report: dict[str, Any]) ->
 
 def rescore(profile: Profile, report: dict[str, Any], reward_dir: str | Path) -> dict[str, Any]:
     """A saved ``evaluate_policies`` report judged by another reward model: every policy's responses (the
-    same texts; KL and SQL correctness are the texts', so they stay) scored again, and the gains, the
+    same texts; KL and SQL correctness are the texts', so they stay; a report saved without ``sql_valid``
+    gets it) scored again, and the gains, the
     reference answers, the fixed replies and the SQL shapes worked out again in the new model's scores
     (``python -m llamalab heldout --rescore REPORT --reward DIR``). Asks, without sampling anything,
     whether what one reward model paid for another one pays for too. The best-of-n curve, drawn under
@@ -283,13 +287,24 @@ def _policy_entry(rounds: list[tuple[list[dict], list[float], list[float]]]) -> 
             "samples": entries}
 
 
-def _sql_correct_rounds(rows: list[dict], rounds) -> list[bool | float | None]:
-    """``sql_correct`` of one round (True/False/None per prompt), or with several rounds the share of
-    each prompt's queries that are correct (None for prompts without a reference query)."""
-    flags = [sql_correct(rows, [s["text"] for s in smp]) for smp, _, _ in rounds]
-    if len(flags) == 1:
-        return flags[0]
-    return [None if col[0] is None else sum(map(bool, col)) / len(col) for col in zip(*flags, strict=True)]
+def _sql_rounds(rows: list[dict], rounds: list[list[str]]) -> tuple[list, list]:
+    """(``sql_correct``, ``sql_valid``) of a policy from its rounds of responses (one list of texts per
+    round): with one round True/False per prompt, with several the share of each prompt's queries that
+    are correct (valid); None for prompts without a reference query."""
+    checks = [sql_check(rows, texts) for texts in rounds]
+
+    def column(key: str) -> list:
+        if len(checks) == 1:
+            return [None if c is None else c[key] for c in checks[0]]
+        return [None if col[0] is None else sum(c[key] for c in col) / len(col) for col in zip(*checks, strict=True)]
+
+    return column("correct"), column("valid")
+
+
+def _texts(samples: list[dict]) -> list[list[str]]:
+    """A report's per-prompt entries as rounds of responses (one list of texts per round)."""
+    per_prompt = [e.get("responses") or [e["response"]] for e in samples]
+    return [list(r) for r in zip(*per_prompt, strict=True)]
 
 
 def _flat(tasks: list[str], samples: list[dict]) -> tuple[list[str], list[float]]:
@@ -325,21 +340,30 @@ def trained_tasks_gain(report: dict[str, Any], tasks: list[str], trained: list[s
     return out
 
 
-def sql_correct(rows: list[dict], responses: list[str]) -> list[bool | None]:
-    """Per held-out prompt: does the response's SQL return the reference query's rows on the prompt's
-    schema? None for prompts that are not SQL or carry no reference (sandboxed: read-only, bounded)."""
+def sql_check(rows: list[dict], responses: list[str]) -> list[dict[str, bool] | None]:
+    """Per held-out prompt: ``{"valid": ..., "correct": ...}`` for the response's SQL on the prompt's
+    schema, as the SQL probe scores it (valid: it runs, or is stopped only by the time or row bound;
+    correct: it returns the reference query's rows). None for prompts that are not SQL or carry no
+    reference (sandboxed: read-only, bounded)."""
     from .. import trainsets
     from ..probes import sql as sqlprobe
 
-    out: list[bool | None] = []
+    out: list[dict[str, bool] | None] = []
     for i, (row, text) in enumerate(zip(rows, responses, strict=True)):
         if row.get("task") != "sql" or not row.get("reference") or not row.get("schema"):
             out.append(None)
             continue
         item = {"id": f"held-out prompt {i}", "gold_sql": row["reference"],
                 "_db_path": str(trainsets.schema_path(row["schema"]))}
-        out.append(bool(sqlprobe.score_item(item, text)["correct"]))
+        r = sqlprobe.score_item(item, text)
+        out.append({"valid": bool(r["valid_sql"]), "correct": bool(r["correct"])})
     return out
+
+
+def sql_correct(rows: list[dict], responses: list[str]) -> list[bool | None]:
+    """Per held-out prompt: does the response's SQL return the reference query's rows on the prompt's
+    schema? None for prompts that are not SQL or carry no reference (``sql_check``)."""
+    return [None if c is None else c["correct"] for c in sql_check(rows, responses)]
 
 
 SQL_SHAPES = {"COUNT(DISTINCT": re.compile(r"\bcount\s*\(\s*distinct\b", re.I),
@@ -618,9 +642,11 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
             if p.get("gain_in_sft_within_task_std") is not None:
                 line += f" ({p['gain_in_sft_within_task_std']:+.2f} within-task SD)"
         flags = [f for f in p.get("sql_correct") or [] if f is not None]
+        valid = [f for f in p.get("sql_valid") or [] if f is not None]
         if flags:
-            line += (f"  SQL correct {sum(flags)}/{len(flags)}" if n == 1 else
-                     f"  SQL correct {sum(flags):.2f}/{len(flags)} (mean over {n} samples)")
+            fmt = "{}" if n == 1 else "{:.2f}"
+            line += "  SQL " + (f"valid {fmt.format(sum(valid))}/{len(valid)}, " if valid else "")
+            line += f"correct {fmt.format(sum(flags))}/{len(flags)}" + (f" (mean over {n} samples)" if n > 1 else "")
         lines.append(line)
     if (sub := report.get("trained_tasks")) and sub["policies"]:
         each = ", ".join(f"{label} {q['gain_in_sft_std']:+.2f}" + (f" ± {q['gain_se_in_sft_std']:.2f}"
