@@ -429,9 +429,9 @@ def _heldout_sql_sentence(label: str, p: dict[str, Any], sft: dict[str, Any], n:
     parts = [compare("sql_correct", "return the reference query's rows")]
     if count(p, "sql_valid") is not None and count(sft, "sql_valid") is not None:
         parts.insert(0, compare("sql_valid", "run"))
-    each = f" (mean over {n} samples)" if n > 1 else ""
-    return (f"On the {total} held-out SQL prompts with a reference query, {label}'s queries "
-            + " and ".join(parts) + each + ": counted by running them, not by the reward model.")
+    each = f" (counting the mean over {n} samples per prompt)" if n > 1 else ""
+    return (f"On the {total} held-out SQL prompts with a reference query{each}, {label}'s queries "
+            + " and ".join(parts) + ": counted by running them, not by the reward model.")
 
 
 def _sql_shape_sentences(shapes: dict[str, Any] | None) -> list[str]:

@@ -544,8 +544,9 @@ def test_conclusions_count_heldout_sql_that_runs_and_that_is_right_beside_sft():
     heldout["samples_per_prompt"] = 4
     heldout["policies"]["ppo"].update(sql_correct=[0.25, 0.75, 0.0, None], sql_valid=[0.5, 0.5, 1.0, None])
     assert lines[-1] != (line := study.conclusions(_table(), heldout)[-1])
-    assert "run on 2.00 (as many as SFT's 2.00) and return the reference query's rows on 1.00 (as many as SFT's " \
-           "1.00) (mean over 4 samples)" in line
+    assert line.startswith("On the 3 held-out SQL prompts with a reference query (counting the mean over 4 samples "
+                           "per prompt), ppo's queries run on 2.00 (as many as SFT's 2.00) and return the reference "
+                           "query's rows on 1.00 (as many as SFT's 1.00):")
     del heldout["policies"]["sft"]["sql_valid"]  # a report saved before validity was counted: correctness only
     assert "ppo's queries return the reference query's rows on 1.00" in study.conclusions(_table(), heldout)[-1]
     del heldout["policies"]["ppo"]["sql_correct"]
