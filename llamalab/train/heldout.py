@@ -16,8 +16,9 @@ the k is (the most a reranker could get).
 gold query for SQL), so the report says what a policy that gave every reference answer would score,
 and whether the reward model ranks a correct query above SFT's wrong one on prompts it never saw.
 Each policy's SQL is also run against its schema (``sql_valid``, ``sql_correct``): measures of quality
-that do not go through the reward model (a policy can raise its score with SQL that does not run). ``constant_answers`` scores one fixed reply ("yes", "no", ...) to every
-prompt: where that outscores SFT, the reward model can be raised without answering at all.
+that do not go through the reward model (a policy can raise its score with SQL that does not run).
+``constant_answers`` scores one fixed reply ("yes", "no", ...) to every prompt: where that outscores
+SFT, the reward model can be raised without answering at all.
 ``sql_shapes`` counts the SQL answers that use COUNT(DISTINCT, GROUP BY or HAVING, beside the reference
 queries, and whether the reward model scores them above the same policy's other answers to the same
 prompt: a policy that writes them far more often than the questions need them is gaining by the shape.
@@ -154,9 +155,9 @@ def evaluate_policies(profile: Profile, policies: dict[str, Path], *, limit: int
     n responses per prompt from every policy (round r seeded with
     ``seed + r``, so round 0 is the one-sample report). Each prompt's entry in ``samples`` then holds
     the mean score and KL of its n responses (and the lists ``scores``, ``kls``, ``responses``);
-    ``sql_correct`` (``sql_valid``) holds the share of its n queries that are correct (that run). The unit of every gain stays
-    the standard deviation of single SFT samples (over all n x prompts), so a larger n narrows the
-    paired standard error without shrinking the unit."""
+    ``sql_correct`` (``sql_valid``) holds the share of its n queries that are correct (that run). The
+    unit of every gain stays the standard deviation of single SFT samples (over all n x prompts), so a
+    larger n narrows the paired standard error without shrinking the unit."""
     from .reward import score
 
     if best_of and best_of < 2:
@@ -216,8 +217,8 @@ def _summarise(profile: Profile, ctx: dict[str, Any], report: dict[str, Any]) ->
 def rescore(profile: Profile, report: dict[str, Any], reward_dir: str | Path) -> dict[str, Any]:
     """A saved ``evaluate_policies`` report judged by another reward model: every policy's responses (the
     same texts; KL and SQL correctness are the texts', so they stay; a report saved without ``sql_valid``
-    gets it) scored again, and the gains, the
-    reference answers, the fixed replies and the SQL shapes worked out again in the new model's scores
+    gets it) scored again, and the gains, the reference answers, the fixed replies and the SQL shapes
+    worked out again in the new model's scores
     (``python -m llamalab heldout --rescore REPORT --reward DIR``). Asks, without sampling anything,
     whether what one reward model paid for another one pays for too. The best-of-n curve, drawn under
     the old model, is left out. ValueError when the report's prompts are not the profile's held-out
