@@ -508,7 +508,7 @@ def test_heldout_counts_sql_that_runs_apart_from_sql_that_is_right():
     gold = "SELECT COUNT(*) FROM customers WHERE country = 'Poland';"
     rows = [{"task": "sql", "schema": "shop", "reference": gold}] * 3 + [{"task": "joke", "reference": "a pun"}]
     right, runs_wrong = "SELECT count(*) FROM customers WHERE country='Poland'", "SELECT COUNT(*) FROM customers;"
-    broken = "SELECT country FROM customers GROUP BY country DESC;"  # parses nowhere: invalid
+    broken = "SELECT country FROM customers GROUP BY country DESC;"  # the probe's parser rejects it: invalid
     one = [right, runs_wrong, broken, "SELECT 1;"]
     assert heldout.sql_check(rows, one) == [{"valid": True, "correct": True}, {"valid": True, "correct": False},
                                             {"valid": False, "correct": False}, None]
