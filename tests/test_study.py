@@ -551,3 +551,17 @@ def test_conclusions_count_heldout_sql_that_runs_and_that_is_right_beside_sft():
     assert "ppo's queries return the reference query's rows on 1.00" in study.conclusions(_table(), heldout)[-1]
     del heldout["policies"]["ppo"]["sql_correct"]
     assert "held-out SQL prompts with a reference" not in study.conclusions(_table(), heldout)[-1]
+
+
+def test_heldout_policy_table_keeps_each_policys_single_figures():
+    from llamalab.train import heldout
+
+    report = {"policies": {
+        "sft": {"mean_score": 1.0, "mean_kl": 0.0, "samples": [{"score": 1.0}], "by_task": {"sql": {"n": 1}},
+                "sql_correct": [True, None], "sql_valid": [True, None]},
+        "ppo": {"mean_score": 2.0, "mean_kl": 3.5, "gain_in_sft_std": 0.5, "samples": [{"score": 2.0}],
+                "by_task": {"sql": {"n": 1}}, "sql_correct": [False, None], "sql_valid": [True, None]}}}
+    df = heldout.policy_table(report)
+    assert list(df.index) == ["sft", "ppo"]
+    assert sorted(df.columns) == ["gain_in_sft_std", "mean_kl", "mean_score"]
+    assert df.loc["ppo", "mean_kl"] == 3.5 and df.loc["sft", "gain_in_sft_std"] != df.loc["sft", "gain_in_sft_std"]

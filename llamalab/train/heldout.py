@@ -626,6 +626,16 @@ def within_task_std(tasks: list[str], scores: list[float]) -> float | None:
     return math.sqrt(statistics.fmean(r * r for r in resid)) if resid else None
 
 
+def policy_table(report: dict[str, Any]):
+    """A report's policies as a DataFrame, one row each: its single figures (mean score, SD, KL, gains,
+    EOS rate, length); the per-prompt lists (``samples``, ``sql_correct``, ``sql_valid``) and the
+    per-task dicts left out."""
+    import pandas as pd
+
+    return pd.DataFrame({label: {k: v for k, v in p.items() if not isinstance(v, list | dict)}
+                         for label, p in report["policies"].items()}).T
+
+
 def summary_lines(report: dict[str, Any]) -> list[str]:
     """One line per policy: mean score, gain over SFT in SFT standard deviations (± paired standard
     error; also within tasks) and mean KL per sequence."""
