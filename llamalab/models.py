@@ -266,6 +266,45 @@ CHATML_TEMPLATE = (
 )
 
 
+PLAIN_CHAT_TEMPLATE = (
+    "{{ bos_token if bos_token else '' }}{% for message in messages %}"
+    "{% if message['role'] == 'system' %}{{ message['content'] + '\n\n' }}"
+    "{% elif message['role'] == 'user' %}{{ '### User:\n' + message['content'] + '\n\n' }}"
+    "{% else %}{{ '### Assistant:\n' + message['content'] + eos_token + '\n\n' }}{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '### Assistant:\n' }}{% endif %}"
+)
+"""The conversation format llamalab trains a model in when its tokenizer has no chat template (a base
+model such as huggyllama/llama-7b): plain-text markers, no new tokens, each answer ended by the EOS."""
+
+
+def ensure_chat_template(tokenizer):
+    """Give a tokenizer without a chat template ``PLAIN_CHAT_TEMPLATE``; leave any other as it is.
+
+    The training stages need one: SFT's data, the reward model's pairs and the RL prompts are
+    conversations, and TRL and ``common.chat_ids`` render them through the template. SFT sets it and
+    saves it with the merged model, so every later stage reads the same format; the before/after study
+    prompts the base model in it too (``study.evaluate``, ``chat=True``). A probe run on its own does
+    not: asking it for ``chat=True`` with such a tokenizer stays an error."""
+    if not getattr(tokenizer, "chat_template", None):
+        tokenizer.chat_template = PLAIN_CHAT_TEMPLATE
+    return tokenizer
+
+
+def cuda_device_map():
+    """``device_map`` for a model loaded on CUDA. One process: ``"auto"`` (spread over the machine's GPUs
+    when it does not fit one). Under ``accelerate launch`` or torchrun (``WORLD_SIZE`` > 1) every process
+    holds the whole model on its own GPU (``{"": LOCAL_RANK}``): accelerate refuses to train a model that
+    "auto" spread over several GPUs in any distributed mode. Under DeepSpeed ZeRO-3, none: it places the
+    shards itself, and transformers refuses a ``device_map`` there."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return "auto"
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
+    if is_deepspeed_zero3_enabled():
+        return None
+    return {"": int(os.environ.get("LOCAL_RANK", "0"))}
+
+
 def prepare_tokenizer(tokenizer, model=None):
     """Pad token set, left padding (for generation), model config kept in sync."""
     # A pad token distinct from EOS, where the vocabulary has one: PPO truncates responses after EOS
@@ -395,7 +434,7 @@ def load_model(
 
     - ``default``: fetched and converted on first use (see module docstring), then from the cache.
     - hub id / local dir: on CUDA bf16 by default, ``quantization="8bit"|"4bit"`` through
-      bitsandbytes, ``device_map="auto"``.
+      bitsandbytes, ``device_map`` from ``cuda_device_map`` ("auto" in a single process).
     - ``adapter``: a PEFT adapter directory applied on top (not merged).
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -423,8 +462,8 @@ def load_model(
         kwargs["attn_implementation"] = attn_implementation
     if quantization:
         kwargs["quantization_config"] = quantization_config(quantization, device)
-    if device == "cuda":
-        kwargs["device_map"] = "auto"
+    if device == "cuda" and (device_map := cuda_device_map()) is not None:
+        kwargs["device_map"] = device_map
     if kind == "hub" and (token := hf_token()):
         kwargs["token"] = token
 

@@ -31,10 +31,15 @@ def evaluate(profile: Profile, entries: list[Entry], names=("clickbait", "sql", 
 
     ``reuse``: where a result saved there has the same ``probes.result_key`` (same weights, tokenizer,
     data, settings and code: notebook 08's base and SFT rows are notebook 05's), it is reused, not
-    generated again; ``reused_from`` in the result names the file."""
+    generated again; ``reused_from`` in the result names the file.
+
+    An entry with ``chat=True`` whose tokenizer has no chat template (a base model such as LLaMA-7B) is
+    prompted in ``models.PLAIN_CHAT_TEMPLATE``, the format SFT trains such a model in."""
     results = []
     for e in entries:
         model, tok = models.load_model(e.spec, dtype=profile.probe_dtype(), verbose=progress)
+        if e.chat:
+            models.ensure_chat_template(tok)
         digest = probes.safe_model_digest(model)  # once per loaded model, not once per probe
         for name in names:
             limit = (limits or {}).get(name, profile.probes.limit.get(name))

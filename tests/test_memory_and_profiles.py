@@ -173,6 +173,38 @@ def test_value_model_with_lora_freezes_the_base(tiny):
     assert out.logits.shape == (1, 1)
 
 
+def test_value_model_keeps_its_trained_weights_in_fp32_when_the_base_is_bf16(tiny):
+    """On a GPU the critic loads in bf16; PEFT's injection would give its LoRA bf16 too, where AdamW's
+    steps at the a100 profile's learning rate round away. The trained weights stay fp32, the base bf16."""
+    import copy
+
+    import torch
+    from transformers import LlamaForSequenceClassification
+    from trl.experimental.utils import get_reward
+
+    from llamalab.train.ppo import value_with_lora
+
+    model, _ = tiny
+    cfg = copy.deepcopy(model.config)
+    cfg.num_labels = 1
+    value = LlamaForSequenceClassification(cfg).to(torch.bfloat16)
+    prof = config.load_profile("a100")
+    value_with_lora(prof, value)
+    trainable = {n: p for n, p in value.named_parameters() if p.requires_grad}
+    assert any("lora_" in n for n in trainable) and any(n.startswith("score.") for n in trainable)
+    assert {p.dtype for p in trainable.values()} == {torch.float32}
+    assert {p.dtype for p in value.parameters() if not p.requires_grad} == {torch.bfloat16}
+    with torch.no_grad():
+        value.score.weight.fill_(0.5)  # bf16 spacing at 0.5 is 2**-8: a 5e-5 step would round back to 0.5
+    opt = torch.optim.AdamW(list(trainable.values()), lr=prof.extra["ppo"]["learning_rate"], weight_decay=0.0)
+    value(input_ids=torch.tensor([[1, 2, 3]])).logits.float().sum().backward()
+    opt.step()
+    assert (value.score.weight != 0.5).all()
+    ids = torch.tensor([[1, 2, 3, 4]])  # TRL's PPO reads the critic this way: backbone, then .score
+    _, scores, _ = get_reward(value, ids, cfg.pad_token_id if cfg.pad_token_id is not None else 0, 2)
+    assert scores.shape == (1,) and torch.isfinite(scores).all()
+
+
 def test_gpu_bench_code_path_runs_on_a_tiny_config(capsys, tmp_path):
     """`bench gpu` needs CUDA for its figures; --tiny runs every stage of it on CPU."""
     from llamalab.gpubench import bench_gpu

@@ -183,3 +183,42 @@ def test_corruption_after_a_verified_load_is_still_detected(monkeypatch, tmp_pat
     st = f.stat()
     os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))  # a rewrite changes the mtime
     assert any("corrupted" in p for p in models.verify_cache(d))
+
+
+def test_cuda_device_map_keeps_each_process_model_on_its_own_gpu(monkeypatch, tmp_path):
+    """One process spreads a model over the GPUs ("auto"); under accelerate/torchrun each process holds
+    the whole model on its LOCAL_RANK's GPU (accelerate refuses to train an "auto"-spread model in any
+    distributed mode), and under DeepSpeed ZeRO-3 nothing is passed (transformers refuses a device_map)."""
+    import transformers
+    from transformers import integrations
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert models.cuda_device_map() == "auto"
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert models.cuda_device_map() == {"": 1}
+    monkeypatch.setattr(integrations, "is_deepspeed_zero3_enabled", lambda: True)
+    assert models.cuda_device_map() is None
+    monkeypatch.setattr(integrations, "is_deepspeed_zero3_enabled", lambda: False)
+
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def capture(where, **kwargs):
+        seen.append(kwargs.get("device_map", "none passed"))
+        raise Stop
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", capture)
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    (ckpt / "config.json").write_text("{}")
+    for world, expected in (("2", {"": 1}), ("1", "auto")):
+        monkeypatch.setenv("WORLD_SIZE", world)
+        with pytest.raises(Stop):
+            models.load_model(str(ckpt), dtype="bfloat16", device="cuda", verbose=False)
+        assert seen[-1] == expected
+    with pytest.raises(Stop):
+        models.load_model(str(ckpt), dtype="float32", device="cpu", verbose=False)
+    assert seen[-1] == "none passed"

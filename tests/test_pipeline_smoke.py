@@ -88,10 +88,28 @@ def test_reward_is_read_at_the_last_real_token(chain):
     assert float(scores[0]) == pytest.approx(expected, abs=1e-4)
 
 
+def test_reward_model_loads_in_the_rl_dtype_on_this_processs_device_unless_told(chain, monkeypatch):
+    """Notebook 06, the reward stage's evaluation and `llamalab reward` load it with no dtype or device:
+    on a GPU that is bf16 on the GPU, not fp32 on the CPU."""
+    from llamalab.train import common, ppo, reward
+
+    rm_dir = chain["runs"] / "smoke" / "reward" / "merged"
+    monkeypatch.setattr(ppo, "rl_dtype", lambda: torch.bfloat16)  # what a GPU with bf16 picks
+    monkeypatch.setattr(common, "device", lambda: "meta")  # stands for this process's GPU
+    rm, _ = reward.load_reward_model(rm_dir)
+    assert rm.dtype == torch.bfloat16 and rm.device.type == "meta"
+    rm, _ = reward.load_reward_model(rm_dir, dtype="float32", device="cpu")
+    assert rm.dtype == torch.float32 and rm.device.type == "cpu"
+
+
 def test_ppo_first_update_kl_is_near_zero_and_metrics_are_saved(chain):
+    from llamalab.train import ppo as ppo_module
+
     rows = [json.loads(line) for line in (chain["runs"] / "smoke" / "ppo" / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == chain["ppo"]["updates"] == 2
     assert abs(rows[0]["kl"]) < 0.01
+    assert chain["ppo"]["dtype"] == "float32"  # on a CPU; the notebook's check applies fp32's limit to it
+    assert ppo_module.check_first_update_kl(chain["ppo"]) == 0.01
     for key in ("score", "kl", "entropy", "policy_loss", "value_loss", "clip_fraction", "response_length"):
         assert all(r[key] is not None for r in rows), key
     assert all(0 < r["response_length"] <= 48 for r in rows)
@@ -203,14 +221,28 @@ def test_heldout_command_and_where_the_reward_model_runs(chain, tmp_path, monkey
     assert "no merged rloo policy" in capsys.readouterr().err
 
 
-def test_heldout_several_samples_per_prompt_and_a_policy_by_directory(chain, tmp_path, capsys):
+def test_heldout_several_samples_per_prompt_and_a_policy_by_directory(chain, tmp_path, capsys, monkeypatch):
     """`heldout --samples N` draws N responses per prompt from each policy; round 0 is the one-sample
     report, each prompt's entry holds the mean of its N, gains are on those means in the SD of single SFT
-    samples; `--policies LABEL=DIR` evaluates any merged policy beside the profile's stages."""
+    samples; `--policies LABEL=DIR` evaluates any merged policy beside the profile's stages, one policy in
+    memory at a time (beside SFT and the reward model: on a GPU, 7B models do not fit otherwise)."""
     import statistics
+    import weakref
 
     from llamalab import __main__ as cli
+    from llamalab.train import heldout
 
+    sft_dir, policies_loaded = chain["runs"] / "smoke" / "sft" / "merged", []
+    original = heldout._load_causal
+
+    def one_at_a_time(path, *args, **kwargs):
+        assert all(ref() is None for ref in policies_loaded), "a policy still held when the next one loads"
+        model, tok = original(path, *args, **kwargs)
+        if Path(path) != sft_dir:
+            policies_loaded.append(weakref.ref(model))
+        return model, tok
+
+    monkeypatch.setattr(heldout, "_load_causal", one_at_a_time)
     one, two = tmp_path / "one.json", tmp_path / "two.json"
     merged = chain["runs"] / "smoke" / "ppo" / "merged"
     assert cli.main(["heldout", "--profile", "smoke", "--policies", "ppo", "--limit", "3", "--json", str(one)]) == 0
@@ -238,6 +270,7 @@ def test_heldout_several_samples_per_prompt_and_a_policy_by_directory(chain, tmp
     diffs = [a - b for a, b in zip(*means, strict=True)]
     assert ppo["gain_se_in_sft_std"] == pytest.approx(statistics.stdev(diffs) / 3 ** 0.5 / sft["std_score"])
     assert r2["policies"]["again"]["samples"] == ppo["samples"]  # the same weights by directory, same seeds
+    assert len(policies_loaded) == 3  # ppo; then ppo and again: each freed before the next loaded
     flags = sft["sql_correct"]  # two SQL prompts, one clickbait: a share of the two queries, or None
     assert flags[2] is None and all(f in (0.0, 0.5, 1.0) for f in flags[:2])
     assert cli.main(["heldout", "--profile", "smoke", "--policies", "dpo", "--limit", "3"]) == 2

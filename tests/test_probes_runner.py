@@ -170,6 +170,23 @@ def test_study_hashes_each_models_weights_once_for_all_its_probes(tmp_path, monk
     assert res[3]["reused_from"] == res[1]["path"]  # the second model's sql result is the first's
 
 
+def test_study_prompts_a_base_model_without_a_chat_template_in_the_format_sft_trains_it_in(tmp_path, monkeypatch):
+    """Notebooks 05 and 08 probe the base model with the chat template beside SFT; LLaMA-7B has none."""
+    from llamalab import config, models, study
+
+    monkeypatch.setenv("LLAMALAB_RUNS", str(tmp_path))
+    monkeypatch.setattr(models, "CHATML_TEMPLATE", None)  # the tiny model's tokenizer now has no template
+    profile = config.load_profile("smoke")
+    with pytest.raises(ValueError, match="no chat template"):  # a probe on its own still refuses
+        model, tok = models.load_model("tiny")
+        probes.run_probe("clickbait", model, tok, limit=1, chat=True, progress=False)
+    plain, chat = study.evaluate(profile, [study.Entry("base", "tiny"), study.Entry("base (chat)", "tiny", chat=True)],
+                                 names=("clickbait",), limits={"clickbait": 2}, progress=False)
+    assert all("### User:" not in it["prompt"] for it in plain["items"])
+    for it in chat["items"]:
+        assert "### User:\n" + it["prompt_content"] + "\n\n### Assistant:\n" in it["prompt"]
+
+
 def test_probes_and_the_study_load_models_in_the_profiles_probe_dtype(tmp_path, monkeypatch, capsys):
     """probes.dtype (fp32 in the cpu profile) wins over model.dtype wherever a probe loads a model:
     the study (notebooks 05, 08), run_for_profile (notebooks 02-04) and `llamalab probe --profile`."""

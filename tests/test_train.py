@@ -503,6 +503,100 @@ def test_bf16_autocast_follows_the_measured_dtype_not_trls_default(tmp_path, mon
     assert common.autocast_default(prof, {"fp16": True}) == {}
 
 
+def test_first_update_kl_limit_follows_the_dtype_ppo_trained_in():
+    """Notebook 07's check that policy and reference agree before PPO's first update: about 0 in fp32,
+    0.074 in bf16 on a GPU (measured), about 31 with right-padded queries in either."""
+    from llamalab.train.ppo import check_first_update_kl
+
+    def summary(kl, dtype):
+        return {"first_update": {"kl": kl}, "dtype": dtype}
+
+    assert check_first_update_kl(summary(4.2e-6, "float32")) == 0.01
+    assert check_first_update_kl(summary(0.074, "bfloat16")) == 1.0
+    for bad in (summary(0.074, "float32"), summary(31.0, "bfloat16"), summary(-0.5, "float32")):
+        with pytest.raises(AssertionError, match="first-update KL .* is not below"):
+            check_first_update_kl(bad)
+    with pytest.raises(ValueError, match="no first update"):
+        check_first_update_kl({"first_update": None, "dtype": "float32"})
+    with pytest.raises(ValueError, match="no first-update KL limit for dtype 'int8'"):
+        check_first_update_kl(summary(0.0, "int8"))
+    assert check_first_update_kl({"first_update": {"kl": 0.005}}) == 0.01  # an older summary: this CPU's fp32
+
+
+def test_ppo_in_bf16_as_on_a_gpu(tmp_path, runs, monkeypatch):
+    """A GPU's dtype path, on a CPU: policy, reference, reward and value model in bf16 (``rl_dtype``),
+    the value model's LoRA and head trained in fp32; the summary says bf16, and the first-update
+    check applies bf16's limit."""
+    import torch
+    from transformers import TrainerCallback
+
+    from llamalab.train import ppo
+    from llamalab.train.reward import train_reward
+    from llamalab.train.sft import train_sft
+
+    prof = _tiny_profile(tmp_path, "rl:\n  value: lora\n")
+    train_sft(prof, progress=False)
+    train_reward(prof, progress=False)
+    monkeypatch.setattr(ppo, "rl_dtype", lambda: torch.bfloat16)
+    seen = []
+
+    class Record(TrainerCallback):
+        def on_step_end(self, args, state, control, model=None, **kwargs):
+            value = model.value_model
+            seen.append(({p.dtype for p in value.parameters() if p.requires_grad},
+                         {p.dtype for p in value.parameters() if not p.requires_grad},
+                         value.score.weight.detach().clone()))
+
+    summary = ppo.train_ppo(prof, progress=False, callbacks=[Record()])
+    assert summary["dtype"] == "bfloat16" and ppo.check_first_update_kl(summary) == 1.0
+    assert len(seen) == summary["updates"] >= 2
+    assert all(t == {torch.float32} and f == {torch.bfloat16} for t, f, _ in seen)
+    assert not torch.equal(seen[0][2], seen[-1][2])  # the head learns
+
+
+def test_a_base_model_without_a_chat_template_trains_in_the_plain_one(tmp_path, runs, monkeypatch):
+    """huggyllama/llama-7b (the a100 profile's model) ships no chat template, and SFT's data, the reward
+    pairs and the RL prompts are conversations: SFT gives the tokenizer llamalab's plain one and saves it
+    with the merged model, where the reward stage and PPO read it."""
+    from llamalab import models
+    from llamalab.train import common
+    from llamalab.train.reward import train_reward
+    from llamalab.train.sft import train_sft
+
+    monkeypatch.setattr(models, "CHATML_TEMPLATE", None)  # the tiny model's tokenizer now has no template
+    assert models.tiny_tokenizer().chat_template is None
+    prof = _tiny_profile(tmp_path)
+    train_sft(prof, progress=False)
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(common.require_stage(prof, "sft"))
+    assert tok.chat_template == models.PLAIN_CHAT_TEMPLATE
+    conversation = [{"role": "user", "content": "SELECT?"}, {"role": "assistant", "content": "SELECT 1;"}]
+    query, full = common.chat_ids(tok, conversation[:1], add_generation_prompt=True), common.chat_ids(tok, conversation)
+    assert full[: len(query)] == query and full[-1] == tok.eos_token_id
+    assert tok.decode(full[len(query):]) == "SELECT 1;" + tok.eos_token
+    metrics = train_reward(prof, progress=False)
+    assert metrics["global_step"] > 0
+    tiny = models.ensure_chat_template(models.tiny_tokenizer())
+    assert tiny.chat_template == models.PLAIN_CHAT_TEMPLATE
+    monkeypatch.undo()
+    assert models.ensure_chat_template(models.tiny_tokenizer()).chat_template == models.CHATML_TEMPLATE  # kept
+
+
+def test_each_stage_counts_its_own_gpu_peak(monkeypatch):
+    """A stage's peak_cuda_gib starts from its own clock: notebook 07 trains RLOO after PPO in one process."""
+    import torch
+
+    from llamalab.train import common
+
+    allocator = {"peak": 30 * 1024**3}  # what the stage before left as the process's peak
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda *a: allocator.update(peak=2 * 1024**3))
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda *a: allocator["peak"])
+    started = common.stage_clock()
+    assert common.memory_and_time(None, started)["peak_cuda_gib"] == 2.0
+
+
 def test_value_warmup_trains_only_the_value_model_first(tmp_path, runs):
     """rl.value_warmup_updates: N extra PPO updates in which the policy's LoRA stays as it started
     (so the rollouts of update N+1 still match the reference: KL 0) while the value model learns; then

@@ -191,6 +191,17 @@ def enable_checkpointing(model) -> None:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
+def stage_clock() -> float:
+    """Start a training stage's clock for ``memory_and_time`` and, on a GPU, its peak-memory count:
+    without the reset a stage's ``peak_cuda_gib`` is the largest of every stage run before it in the same
+    process (notebook 07 trains RLOO after PPO; the reward stage samples SFT's SQL before it trains)."""
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    return time.perf_counter()
+
+
 def memory_and_time(trainer, started: float) -> dict[str, Any]:
     """Memory and time stats after training, from one place (unsloth's habit)."""
     import resource

@@ -30,6 +30,7 @@ answers to it.
 
 from __future__ import annotations
 
+import gc
 import math
 import re
 import statistics
@@ -186,6 +187,9 @@ def evaluate_policies(profile: Profile, policies: dict[str, Path], *, limit: int
         entry = report["policies"][label] = _policy_entry(rounds)
         entry["sql_correct"], entry["sql_valid"] = _sql_rounds(ctx["rows"], [[s["text"] for s in smp]
                                                                               for smp, _, _ in rounds])
+        if model is not reference:  # freed before the next policy loads: with 7B models on one GPU, SFT, the
+            del model, tok          # reward model and two policies at once would not fit a 40 GB card
+            gc.collect()
     _summarise(profile, ctx, report)
     if best_of:
         report["best_of_n"] = best_of_n(ctx, best_of)
@@ -736,7 +740,7 @@ def value_baseline(profile: Profile, report: dict[str, Any], reward_dir: str | P
             per_prompt = []
             for text in sample["responses"]:
                 ids = query + tok(text, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
-                hidden = rm.model(input_ids=torch.tensor([ids])).last_hidden_state
+                hidden = rm.model(input_ids=torch.tensor([ids], device=rm.device)).last_hidden_state
                 values = rm.score(hidden)[0, len(query) - 1:, 0].tolist()  # V(0) .. V(T) = the score
                 per_prompt.append(values[-1])
                 steps += [abs(b - a) for a, b in zip(values[:-1], values[1:], strict=True)]

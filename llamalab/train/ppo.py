@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
-import time
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -243,14 +242,69 @@ def rl_dtype():
     return torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
 
 
+FIRST_UPDATE_KL_LIMIT = {"float32": 0.01, "bfloat16": 1.0, "float16": 1.0}
+"""The largest |first-update KL| (``objective/kl``, nats per sequence) that still means the policy and its
+reference agree before PPO has changed anything. In fp32 it is ~1e-5 (cpu profile, measured); in bf16
+0.074 (smoke PPO on an H200) to ~0.2 (on a CPU): the rollout's logits come from cached generation and the
+reference's from a fresh forward pass, and the two round differently. Right-padded queries give ~31
+in either dtype, the silent bug this check is for."""
+
+
+def check_first_update_kl(summary: dict[str, Any]) -> float:
+    """Raise if PPO's first update shows the policy and reference disagreeing (a ``train_ppo`` summary);
+    return the limit applied, which depends on the dtype PPO trained in (``FIRST_UPDATE_KL_LIMIT``). A
+    summary saved before the dtype was recorded is read with this machine's ``rl_dtype``."""
+    first = summary.get("first_update") or {}
+    if first.get("kl") is None:
+        raise ValueError("the PPO summary has no first update with a KL (did training run any update?)")
+    dtype = summary.get("dtype") or str(rl_dtype()).removeprefix("torch.")
+    if dtype not in FIRST_UPDATE_KL_LIMIT:
+        raise ValueError(f"no first-update KL limit for dtype {dtype!r}; known: {sorted(FIRST_UPDATE_KL_LIMIT)}")
+    limit = FIRST_UPDATE_KL_LIMIT[dtype]
+    if not abs(first["kl"]) < limit:
+        raise AssertionError(f"first-update KL {first['kl']:.3g} nats is not below {limit} ({dtype}): the policy "
+                             "and its reference disagree before any update (right-padded queries give ~31)")
+    return limit
+
+
+def _fp32_head(head):
+    """A copy of a linear score head that keeps its weights in fp32 and takes bf16 hidden states."""
+    import torch
+
+    class Fp32Head(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.head = head.float()
+
+        @property
+        def weight(self):
+            return self.head.weight
+
+        def forward(self, hidden):
+            return self.head(hidden.to(self.head.weight.dtype))
+
+    return Fp32Head()
+
+
 def value_with_lora(profile: Profile, value):
     """Freeze the value model's base and inject LoRA (the score head stays trainable): a 7B critic
-    then costs its bf16 weights plus a few MB of trainable state instead of full fine-tuning."""
+    then costs its bf16 weights plus a few MB of trainable state instead of full fine-tuning.
+
+    In bf16 (on a GPU) the trained weights are kept in fp32, as ``get_peft_model`` does for the policy's
+    LoRA: PEFT's ``inject_adapter_in_model`` gives them the base's bf16, where an AdamW step of about the
+    learning rate (a100: 5e-5) is below half a bf16 step for any weight of magnitude 1/64 or more, and
+    rounds away. In fp32 (the cpu profile) nothing changes."""
+    import torch
     from peft import inject_adapter_in_model
+    from peft.tuners.tuners_utils import cast_adapter_dtype
 
     value.requires_grad_(False)
     cfg = common.lora_config(profile, task_type="SEQ_CLS")
     inject_adapter_in_model(cfg, value)
+    if value.dtype != torch.float32:
+        cast_adapter_dtype(value, "default")
+        if type(value.score) is torch.nn.Linear:  # not a quantized layer
+            value.score = _fp32_head(value.score)
     value.score.requires_grad_(True)
     return value
 
@@ -363,7 +417,8 @@ def train_ppo(profile: Profile, *, prompts: str | Path | None = None, progress: 
             * common.world_size()
     lora = common.lora_config(profile)
     common.seed_everything(args.seed)  # the value model's and the policy's LoRA are drawn before PPOTrainer seeds
-    policy, value, reward, tok, sft_dir, rm_dir = load_stack(profile)
+    dtype = rl_dtype()
+    policy, value, reward, tok, sft_dir, rm_dir = load_stack(profile, dtype)
     out.mkdir(parents=True, exist_ok=True)
     metrics_path = out / "metrics.jsonl"
     metrics_path.unlink(missing_ok=True)
@@ -394,7 +449,9 @@ def train_ppo(profile: Profile, *, prompts: str | Path | None = None, progress: 
                                     *([_value_warmup_callback(warmup)] if warmup else []),
                                     _samples_callback(samples_path, tok, fixed, args.response_length),
                                     *(callbacks or [])])
-    started = time.perf_counter()
+    if baseline:  # under DeepSpeed, PPOTrainer replaces its reward model with an engine wrapping it
+        baseline.reward_model = trainer.reward_model
+    started = common.stage_clock()
     with lengths.patched(), (baseline.patched() if baseline else contextlib.nullcontext()):
         trainer.train()
     tok.padding_side = "left"
@@ -402,7 +459,7 @@ def train_ppo(profile: Profile, *, prompts: str | Path | None = None, progress: 
     updates = [json.loads(line) for line in metrics_path.read_text().splitlines()] if metrics_path.exists() else []
     result = {"updates": len(updates), "first_update": updates[0] if updates else None,
               "last_update": updates[-1] if updates else None, "train_prompts": len(train_rows),
-              "episodes": trainer.state.episode, **stats}
+              "episodes": trainer.state.episode, "dtype": str(dtype).removeprefix("torch."), **stats}
     if common.is_main_process():
         policy_model = trainer.accelerator.unwrap_model(trainer.model).policy
         common.save_adapter_and_merged(policy_model, str(sft_dir), out)

@@ -142,17 +142,22 @@ def fixed_reply_pairs(rows: list[dict], k: int, *, replies: tuple[str, ...] = FI
     return out
 
 
-def load_reward_model(path: str | Path, dtype: Any = "float32", device: str | None = None):
-    """A merged reward model directory -> (model, tokenizer), eval mode, on ``device`` (CPU if None).
+def load_reward_model(path: str | Path, dtype: Any = None, device: str | None = None):
+    """A merged reward model directory -> (model, tokenizer), eval mode.
 
-    ``dtype`` is a torch dtype or its name. Online RL and held-out evaluation pass the policy's dtype
-    and device: left on the CPU in fp32, a 7B reward model would score every batch on the CPU."""
+    ``dtype`` is a torch dtype or its name; by default the RL dtype (``ppo.rl_dtype``: fp32 on a CPU, bf16
+    on a GPU) on this process's device (``common.device()``): left on the CPU in fp32, a 7B reward model
+    would score every batch there while the GPU waits."""
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from .ppo import rl_dtype
 
     path = Path(path)
     if not (path / "config.json").is_file():
         raise models.ModelError(f"{path} is not a reward model directory (no config.json)")
+    dtype = rl_dtype() if dtype is None else dtype
+    device = common.device() if device is None else device
     model = AutoModelForSequenceClassification.from_pretrained(
         path, dtype=getattr(torch, dtype) if isinstance(dtype, str) else dtype)
     tok = models.prepare_tokenizer(AutoTokenizer.from_pretrained(path), model)
@@ -289,7 +294,7 @@ def train_reward(profile: Profile, *, resume: bool = False, data: str | Path | N
     trainer = RewardTrainer(model=model, args=args, train_dataset=Dataset.from_list(tokenize_pairs(tok, train_rows)),
                             eval_dataset=Dataset.from_list(tokenize_pairs(tok, eval_rows)) if eval_rows else None,
                             processing_class=tok, peft_config=lora, callbacks=[steps, *(callbacks or [])])
-    started = time.perf_counter()
+    started = common.stage_clock()
     result = trainer.train(resume_from_checkpoint=str(last) if last else None)
     stats = common.memory_and_time(trainer, started)
     metrics: dict[str, Any] = {"train_loss": result.training_loss, "global_step": trainer.state.global_step,

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 from pathlib import Path
 from typing import Any
 
@@ -92,7 +91,7 @@ def train_rloo(profile: Profile, *, progress: bool = True, retrain: bool = True)
     trainer = RLOOTrainer(model=policy, reward_funcs=reward_function(rm, rm_tok), args=args,
                           train_dataset=Dataset.from_list([{"prompt": r["prompt"]} for r in rows]),
                           processing_class=tok, peft_config=lora, callbacks=[Jsonl()])
-    started = time.perf_counter()
+    started = common.stage_clock()
     trainer.train()
     stats = common.memory_and_time(trainer, started)
     updates = [json.loads(line) for line in metrics_path.read_text().splitlines()] if metrics_path.exists() else []

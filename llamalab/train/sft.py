@@ -9,7 +9,6 @@ conversational prompt/completion pair so the loss is on the assistant's answer o
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +73,7 @@ def merge_adapter(base_spec: str, adapter_dir: Path, out_dir: Path, *, seq_cls: 
         base = cls.from_pretrained(where, **kwargs)
         tok = AutoTokenizer.from_pretrained(where)
     models.prepare_tokenizer(tok, base)
+    models.ensure_chat_template(tok)  # the format SFT trained in, for every stage that reads this directory
     merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
     merged.save_pretrained(out_dir)
     tok.save_pretrained(out_dir)
@@ -108,11 +108,12 @@ def train_sft(profile: Profile, *, resume: bool = False, data: str | Path | None
     model, tok = models.load_model(profile.model.spec, dtype=str(dtype).replace("torch.", ""),
                                    quantization=profile.model.quantization,
                                    attn_implementation=profile.model.attn_implementation)
+    models.ensure_chat_template(tok)  # a base model's tokenizer may have none; merge_adapter saves it
     tok.padding_side = "right"  # training batches; generation code sets left again
     steps = common.step_recorder()
     lora = common.lora_config(profile)
     trainer = make_trainer(profile, model, tok, args, train_rows, eval_rows, lora, [steps, *(callbacks or [])])
-    started = time.perf_counter()
+    started = common.stage_clock()
     result = trainer.train(resume_from_checkpoint=str(last) if last else None)
     stats = common.memory_and_time(trainer, started)
     eval_metrics = trainer.evaluate() if eval_rows else {}
