@@ -565,3 +565,31 @@ def test_heldout_policy_table_keeps_each_policys_single_figures():
     assert list(df.index) == ["sft", "ppo"]
     assert sorted(df.columns) == ["gain_in_sft_std", "mean_kl", "mean_score"]
     assert df.loc["ppo", "mean_kl"] == 3.5 and df.loc["sft", "gain_in_sft_std"] != df.loc["sft", "gain_in_sft_std"]
+
+
+def test_value_baseline_scores_the_sequence_the_reward_model_scores_with_a_sentencepiece_tokenizer():
+    """heldout.response_ids: the answer inside the chat template, not tokenized on its own. With LLaMA's
+    SentencePiece-style tokenizer a text tokenized alone starts with a word boundary ("▁SELECT") that the
+    same text after the template's newline does not have ("SELECT")."""
+    from tokenizers import Tokenizer, decoders, pre_tokenizers, trainers
+    from tokenizers import models as tok_models
+    from transformers import PreTrainedTokenizerFast
+
+    from llamalab import models
+    from llamalab.train import common, heldout
+
+    raw = Tokenizer(tok_models.BPE(unk_token="<unk>"))
+    raw.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first")
+    raw.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="first")
+    raw.train_from_iterator(["SELECT user_id FROM events", "### User:", "### Assistant:", "Which users?"] * 4,
+                            trainer=trainers.BpeTrainer(vocab_size=300, special_tokens=["<unk>", "<s>", "</s>"],
+                                                        show_progress=False))
+    tok = models.ensure_chat_template(PreTrainedTokenizerFast(tokenizer_object=raw, unk_token="<unk>",
+                                                              bos_token="<s>", eos_token="</s>"))
+    prompt, text = [{"role": "user", "content": "Which users?"}], "SELECT user_id FROM events"
+    ids = heldout.response_ids(tok, prompt, text)
+    assert ids == common.chat_ids(tok, [*prompt, {"role": "assistant", "content": text}])
+    query = common.chat_ids(tok, prompt, add_generation_prompt=True)
+    assert ids[: len(query)] == query and ids[-1] == tok.eos_token_id
+    alone = query + tok(text, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    assert alone != ids  # what value_baseline scored before

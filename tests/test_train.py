@@ -583,6 +583,18 @@ def test_a_base_model_without_a_chat_template_trains_in_the_plain_one(tmp_path, 
     assert models.ensure_chat_template(models.tiny_tokenizer()).chat_template == models.CHATML_TEMPLATE  # kept
 
 
+def test_bench_train_runs_a_base_model_without_a_chat_template(tmp_path, runs, monkeypatch):
+    """`bench train --profile a100` loads LLaMA-7B, which has no chat template, as SFT does."""
+    from llamalab import models
+    from llamalab.bench import bench_train
+
+    monkeypatch.setattr(models, "CHATML_TEMPLATE", None)
+    prof = _tiny_profile(tmp_path)
+    report = bench_train(str(prof.path), steps=2, batch_size=2)
+    assert len(report["tokens_per_s"]) == 4 and all(rate > 0 for rate in report["tokens_per_s"].values())
+    assert report["padding_free_loss_diff"] < 1e-2
+
+
 def test_each_stage_counts_its_own_gpu_peak(monkeypatch):
     """A stage's peak_cuda_gib starts from its own clock: notebook 07 trains RLOO after PPO in one process."""
     import torch

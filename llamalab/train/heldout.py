@@ -716,6 +716,21 @@ def baseline_stats(v0: list[float], scores: list[list[float]], tasks: list[str])
     }
 
 
+def response_ids(tok, prompt: list[dict], text: str, query: list[int] | None = None) -> list[int]:
+    """The token ids the reward model scores for ``text`` as the answer to ``prompt`` (``reward.score``'s
+    sequence: the whole conversation through the chat template, cut after its EOS), checked to start
+    with the query's ids. Not the query's ids followed by ``text`` tokenized alone: a SentencePiece
+    tokenizer (LLaMA's) marks the start of a separately tokenized text with a word boundary that the
+    same text inside the template does not get."""
+    if query is None:
+        query = common.chat_ids(tok, prompt, add_generation_prompt=True)
+    ids = common.chat_ids(tok, [*prompt, {"role": "assistant", "content": text}])
+    if ids[: len(query)] != query:
+        raise ValueError("the chat template renders the prompt differently once an answer follows it; "
+                         f"cannot locate the answer's tokens (answer {text[:60]!r})")
+    return ids
+
+
 def value_baseline(profile: Profile, report: dict[str, Any], reward_dir: str | Path | None = None) -> dict[str, Any]:
     """PPO's value model starts as the reward model (``load_stack``), so before it learns, its baseline
     for a prompt is the reward model's reading of the prompt with no answer yet, V(0). This scores
@@ -739,7 +754,7 @@ def value_baseline(profile: Profile, report: dict[str, Any], reward_dir: str | P
             query = common.chat_ids(tok, row["prompt"], add_generation_prompt=True)
             per_prompt = []
             for text in sample["responses"]:
-                ids = query + tok(text, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+                ids = response_ids(tok, row["prompt"], text, query)
                 hidden = rm.model(input_ids=torch.tensor([ids], device=rm.device)).last_hidden_state
                 values = rm.score(hidden)[0, len(query) - 1:, 0].tolist()  # V(0) .. V(T) = the score
                 per_prompt.append(values[-1])
