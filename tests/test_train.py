@@ -723,6 +723,44 @@ def test_ppo_with_a_task_baseline_centres_the_reward_models_scores(tmp_path, run
         ppo.rl_options(prof)
 
 
+def test_task_baseline_centres_the_reward_model_the_trainer_ends_up_calling(tmp_path, runs, monkeypatch):
+    """Under DeepSpeed, PPOTrainer replaces its reward model with an engine that wraps it; the per-task
+    baseline must still recognise the reward model's calls (a wrapper stands for the engine here)."""
+    import torch
+    from trl.experimental.ppo import PPOTrainer
+
+    from llamalab.train import ppo
+    from llamalab.train.reward import train_reward
+    from llamalab.train.sft import train_sft
+
+    class Engine(torch.nn.Module):
+        def __init__(self, module):
+            super().__init__()
+            self.module = module
+
+        def __getattr__(self, name):
+            try:
+                return super().__getattr__(name)
+            except AttributeError:
+                return getattr(self.module, name)
+
+    original_init = PPOTrainer.__init__
+
+    def wrap_reward_model(self, *args, **kwargs):
+        original_init(self, *args, **kwargs)
+        self.reward_model = Engine(self.reward_model)
+
+    calls = []
+    original_centre = ppo._TaskBaseline.centre
+    prof = _tiny_profile(tmp_path, "rl:\n  reward_baseline: task\n")
+    train_sft(prof, progress=False)
+    train_reward(prof, progress=False)
+    monkeypatch.setattr(PPOTrainer, "__init__", wrap_reward_model)
+    monkeypatch.setattr(ppo._TaskBaseline, "centre", lambda self, q, s: calls.append(1) or original_centre(self, q, s))
+    summary = ppo.train_ppo(prof, progress=False)
+    assert len(calls) == summary["updates"] == 2
+
+
 def test_baseline_stats_tell_a_useful_baseline_from_a_useless_one():
     """A per-prompt baseline equal to each prompt's mean score removes the gap between prompts; one that
     runs against it (as the reward model's reading of a bare prompt did on the cpu profile) adds to it."""
