@@ -503,9 +503,12 @@ def test_bf16_autocast_follows_the_measured_dtype_not_trls_default(tmp_path, mon
     assert common.autocast_default(prof, {"fp16": True}) == {}
 
 
-def test_first_update_kl_limit_follows_the_dtype_ppo_trained_in():
+def test_first_update_kl_limit_follows_the_dtype_ppo_trained_in(monkeypatch):
     """Notebook 07's check that policy and reference agree before PPO's first update: about 0 in fp32,
     0.074 in bf16 on a GPU (measured), about 31 with right-padded queries in either."""
+    import torch
+
+    from llamalab.train import ppo
     from llamalab.train.ppo import check_first_update_kl
 
     def summary(kl, dtype):
@@ -520,7 +523,11 @@ def test_first_update_kl_limit_follows_the_dtype_ppo_trained_in():
         check_first_update_kl({"first_update": None, "dtype": "float32"})
     with pytest.raises(ValueError, match="no first-update KL limit for dtype 'int8'"):
         check_first_update_kl(summary(0.0, "int8"))
-    assert check_first_update_kl({"first_update": {"kl": 0.005}}) == 0.01  # an older summary: this CPU's fp32
+    older = {"first_update": {"kl": 0.005}}  # a summary saved before the dtype was recorded: this machine's
+    monkeypatch.setattr(ppo, "rl_dtype", lambda: torch.float32)
+    assert check_first_update_kl(older) == 0.01
+    monkeypatch.setattr(ppo, "rl_dtype", lambda: torch.bfloat16)
+    assert check_first_update_kl(older) == 1.0
 
 
 def test_ppo_in_bf16_as_on_a_gpu(tmp_path, runs, monkeypatch):
