@@ -217,7 +217,6 @@ def bench_train(profile_name: str = "cpu", steps: int = 6, batch_size: int = 8) 
     del model0
     for label, extra, lora_extra in modes:
         model, tok = models.load_model(profile.model.spec, dtype=profile.model.dtype, verbose=False)
-        models.ensure_chat_template(tok)
         tok.padding_side = "right"
         prof = config.load_profile(profile_name)
         prof.extra.setdefault("lora", {}).update(lora_extra)

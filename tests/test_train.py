@@ -570,6 +570,7 @@ def test_a_base_model_without_a_chat_template_trains_in_the_plain_one(tmp_path, 
     from llamalab.train.reward import train_reward
     from llamalab.train.sft import train_sft
 
+    chatml = models.CHATML_TEMPLATE
     monkeypatch.setattr(models, "CHATML_TEMPLATE", None)  # the tiny model's tokenizer now has no template
     assert models.tiny_tokenizer().chat_template is None
     prof = _tiny_profile(tmp_path)
@@ -586,8 +587,8 @@ def test_a_base_model_without_a_chat_template_trains_in_the_plain_one(tmp_path, 
     assert metrics["global_step"] > 0
     tiny = models.ensure_chat_template(models.tiny_tokenizer())
     assert tiny.chat_template == models.PLAIN_CHAT_TEMPLATE
-    monkeypatch.undo()
-    assert models.ensure_chat_template(models.tiny_tokenizer()).chat_template == models.CHATML_TEMPLATE  # kept
+    tiny.chat_template = chatml
+    assert models.ensure_chat_template(tiny).chat_template == chatml  # a template of its own is kept
 
 
 def test_bench_train_runs_a_base_model_without_a_chat_template(tmp_path, runs, monkeypatch):

@@ -300,12 +300,11 @@ def value_with_lora(profile: Profile, value):
     value.requires_grad_(False)
     cfg = common.lora_config(profile, task_type="SEQ_CLS")
     inject_adapter_in_model(cfg, value)
-    if value.dtype != torch.float32:
-        for p in value.parameters():  # the LoRA weights just injected (PEFT casts inputs to their dtype)
-            if p.requires_grad and p.dtype in (torch.bfloat16, torch.float16):
-                p.data = p.data.float()
-        if type(value.score) is torch.nn.Linear:  # not a quantized layer
-            value.score = _fp32_head(value.score)
+    for p in value.parameters():  # the LoRA weights just injected (PEFT casts inputs to their dtype)
+        if p.requires_grad and p.dtype in (torch.bfloat16, torch.float16):
+            p.data = p.data.float()
+    if type(value.score) is torch.nn.Linear and value.score.weight.dtype != torch.float32:  # not quantized
+        value.score = _fp32_head(value.score)
     value.score.requires_grad_(True)
     return value
 

@@ -81,9 +81,12 @@ def merge_adapter(base_spec: str, adapter_dir: Path, out_dir: Path, *, seq_cls: 
 
 def make_trainer(profile: Profile, model, tok, args, train_rows: list[dict], eval_rows: list[dict], lora=None,
                  callbacks: list | None = None):
-    """The SFTTrainer of this stage (also used by ``bench train``)."""
+    """The SFTTrainer of this stage (also used by ``bench train``). A tokenizer without a chat template (a
+    base model's) gets ``models.PLAIN_CHAT_TEMPLATE``; ``merge_adapter`` saves it with the merged model."""
     from datasets import Dataset
     from trl import SFTTrainer
+
+    models.ensure_chat_template(tok)
 
     return SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(train_rows),
                       eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
@@ -108,7 +111,6 @@ def train_sft(profile: Profile, *, resume: bool = False, data: str | Path | None
     model, tok = models.load_model(profile.model.spec, dtype=str(dtype).replace("torch.", ""),
                                    quantization=profile.model.quantization,
                                    attn_implementation=profile.model.attn_implementation)
-    models.ensure_chat_template(tok)  # a base model's tokenizer may have none; merge_adapter saves it
     tok.padding_side = "right"  # training batches; generation code sets left again
     steps = common.step_recorder()
     lora = common.lora_config(profile)
