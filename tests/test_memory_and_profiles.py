@@ -118,14 +118,19 @@ def test_rl_options_are_checked(tmp_path):
     base = (config.paths.configs_dir() / "smoke.yaml").read_text()
     for rl, msg in [({"critic_quantization": "4bit", "value": "full"}, "needs rl.value: lora"),
                     ({"critic_quantization": "3bit", "value": "lora"}, "rl.critic_quantization: '3bit'"),
-                    ({"value": "half"}, "rl.value"), ({"valu": "lora"}, "rl.valu: unknown key")]:
+                    ({"value": "half"}, "rl.value"), ({"valu": "lora"}, "rl.valu: unknown key"),
+                    ({"kl_target": 0}, "rl.kl_target: expected null or a KL in nats > 0, got 0"),
+                    ({"kl_target": "6"}, "rl.kl_target: .* got '6'"),
+                    ({"kl_target": 6, "kl_horizon": 0.5}, "rl.kl_horizon: expected a whole number .* got 0.5"),
+                    ({"kl_horizon": 100}, "rl.kl_horizon: 100 is the adaptive KL controller's")]:
         path = tmp_path / "p.yaml"
         path.write_text(base + "\n" + yaml.safe_dump({"rl": rl}))
         with pytest.raises(ConfigError, match=msg) as info:
             rl_options(config.load_profile(path))
         assert str(path) in str(info.value)
     assert rl_options(config.load_profile("a100")) == {"value": "lora", "critic_quantization": None, "tasks": None,
-                                                          "value_warmup_updates": 0, "reward_baseline": None}
+                                                          "value_warmup_updates": 0, "reward_baseline": None,
+                                                          "kl_target": None, "kl_horizon": 10000}
     with pytest.raises(ModelError, match="needs a CUDA GPU"):
         quantization_config("4bit", "cpu")
 

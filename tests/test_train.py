@@ -617,6 +617,37 @@ def test_each_stage_counts_its_own_gpu_peak(monkeypatch):
     assert common.memory_and_time(None, started)["peak_cuda_gib"] == 2.0
 
 
+def test_adaptive_kl_controller_steers_the_coefficient_each_update(tmp_path, runs):
+    """rl.kl_target: after every update the KL coefficient moves by Ziegler et al.'s rule, and TRL's
+    next rollout uses the new value: each update's non-score reward is -kl_coef x its KL. run_info
+    keeps the profile's starting coefficient; the summary has the last one."""
+    from llamalab.train.ppo import KL_CONTROL_CLIP, train_ppo
+    from llamalab.train.reward import train_reward
+    from llamalab.train.sft import train_sft
+
+    prof = _tiny_profile(tmp_path, "rl:\n  kl_target: 0.05\n  kl_horizon: 16\n")
+    prof = config.apply_overrides(prof, ["ppo.total_episodes=16", "ppo.kl_coef=0.3"])
+    train_sft(prof, progress=False)
+    train_reward(prof, progress=False)
+    summary = train_ppo(prof, progress=False)
+    rows = [json.loads(x) for x in (runs / prof.name / "ppo" / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 4 and rows[0]["kl_coef"] == pytest.approx(0.3)
+    coefs = [r["kl_coef"] for r in rows] + [summary["final_kl_coef"]]
+    for row, now, after in zip(rows, coefs[:-1], coefs[1:], strict=True):
+        error = min(max(row["kl"] / 0.05 - 1, -KL_CONTROL_CLIP), KL_CONTROL_CLIP)
+        assert after == pytest.approx(now * (1 + error * 4 / 16), rel=1e-9)
+        assert row["non_score_reward"] == pytest.approx(-now * row["kl"], rel=1e-4, abs=1e-6)
+    assert len(set(coefs)) == len(coefs)  # it moved at every update
+    assert coefs[1] == pytest.approx(0.3 * (1 - KL_CONTROL_CLIP * 4 / 16))  # first rollouts = reference: KL 0
+    info = json.loads((runs / prof.name / "ppo" / "run_info.json").read_text())
+    assert info["config"]["ppo"]["kl_coef"] == 0.3 and (info["kl_target"], info["kl_horizon"]) == (0.05, 16)
+
+    plain = config.apply_overrides(prof, ["rl.kl_target=null", "rl.kl_horizon=10000"])  # fixed coefficient
+    summary = train_ppo(plain, progress=False)
+    rows = [json.loads(x) for x in (runs / prof.name / "ppo" / "metrics.jsonl").read_text().splitlines()]
+    assert {r["kl_coef"] for r in rows} == {0.3} and summary["final_kl_coef"] == 0.3
+
+
 def test_value_warmup_trains_only_the_value_model_first(tmp_path, runs):
     """rl.value_warmup_updates: N extra PPO updates in which the policy's LoRA stays as it started
     (so the rollouts of update N+1 still match the reference: KL 0) while the value model learns; then

@@ -147,7 +147,7 @@ def _metrics_callback(path: Path, lengths: _ResponseLengths, warmup: int = 0, ba
             if not logs or "objective/kl" not in logs:
                 return
             row = {"update": state.global_step, **{ours: logs.get(theirs) for theirs, ours in METRIC_KEYS.items()},
-                   "response_length": lengths.take_mean(),
+                   "response_length": lengths.take_mean(), "kl_coef": args.kl_coef,
                    "phase": "value warmup" if state.global_step <= warmup else "policy"}
             if baseline is not None:  # "score" and "rlhf_reward" stay the reward model's, as without a baseline
                 row["score_centred"] = row["score"]
@@ -220,6 +220,28 @@ def _value_warmup_callback(updates: int):
                     optimizer.state.pop(p, None)  # count that would damp the first real updates
 
     return ValueWarmup()
+
+
+KL_CONTROL_CLIP = 0.2  # Ziegler et al.'s clip of the proportional error, as TRL's AdaptiveKLController had it
+
+
+def _adaptive_kl_callback(target: float, horizon: int, warmup: int = 0):
+    """rl.kl_target: Ziegler et al. (2019)'s adaptive KL controller, which TRL's PPOTrainer had before
+    its rewrite (``adap_kl_ctrl``; target 6, horizon 10000). After each update,
+    ``kl_coef *= 1 + e * n / horizon``, where ``e = clip(KL / target - 1, -0.2, 0.2)``, KL is the update's
+    mean KL per sequence (``objective/kl``, measured on its rollouts) and n its episodes. TRL 1.12's
+    trainer reads ``args.kl_coef`` at every rollout, so the next update's rewards use the new value.
+    Value-warmup updates (policy held still, KL 0) leave it alone."""
+    from transformers import TrainerCallback
+
+    class AdaptiveKL(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if not logs or "objective/kl" not in logs or state.global_step <= warmup:
+                return
+            error = min(max(logs["objective/kl"] / target - 1, -KL_CONTROL_CLIP), KL_CONTROL_CLIP)
+            args.kl_coef *= 1 + error * args.batch_size / horizon
+
+    return AdaptiveKL()
 
 
 def ppo_config(profile: Profile, output_dir: Path, **overrides):
@@ -310,8 +332,9 @@ def value_with_lora(profile: Profile, value):
 
 
 RL_KEYS = {"value": ("full", "lora"), "critic_quantization": (None, *models.QUANTIZATIONS), "tasks": None,
-           "value_warmup_updates": None, "reward_baseline": (None, "task")}
-PPO_ONLY_RL = {"value_warmup_updates": 0, "reward_baseline": None}  # rl keys RLOO has no use for, with their "off"
+           "value_warmup_updates": None, "reward_baseline": (None, "task"), "kl_target": None, "kl_horizon": None}
+# rl keys RLOO has no use for, with their defaults ("off")
+PPO_ONLY_RL = {"value_warmup_updates": 0, "reward_baseline": None, "kl_target": None, "kl_horizon": 10000}
 
 
 def ppo_only_settings(profile: Profile) -> dict[str, Any]:
@@ -338,6 +361,11 @@ def rl_options(profile: Profile) -> dict[str, Any]:
     - ``reward_baseline``: PPO only. null (TRL's way: the reward model's score as it is) or "task":
       each score less the running mean of its task's scores (``_TaskBaseline``), which the value
       model's first baseline already sits near.
+    - ``kl_target``: PPO only. null (TRL 1.12's way: ``ppo.kl_coef`` fixed) or a KL per sequence in
+      nats that an adaptive controller steers each update's rollouts towards, starting from
+      ``ppo.kl_coef`` (``_adaptive_kl_callback``; Ziegler et al. 2019, old TRL's ``adap_kl_ctrl``).
+    - ``kl_horizon``: PPO only, with ``kl_target``: the controller's horizon in episodes (10000, old
+      TRL's default; each update moves the coefficient by at most 0.2 x its episodes / horizon).
     """
     from ..config import ConfigError
     from ..trainsets import TASKS
@@ -356,6 +384,15 @@ def rl_options(profile: Profile) -> dict[str, Any]:
     warm = opts["value_warmup_updates"]
     if isinstance(warm, bool) or not isinstance(warm, int) or warm < 0:
         raise ConfigError(f"{profile.path}: rl.value_warmup_updates: expected a whole number >= 0, got {warm!r}")
+    target = opts["kl_target"]
+    if target is not None and (isinstance(target, bool) or not isinstance(target, (int, float)) or not target > 0):
+        raise ConfigError(f"{profile.path}: rl.kl_target: expected null or a KL in nats > 0, got {target!r}")
+    horizon = opts["kl_horizon"]
+    if isinstance(horizon, bool) or not isinstance(horizon, int) or horizon < 1:
+        raise ConfigError(f"{profile.path}: rl.kl_horizon: expected a whole number of episodes >= 1, got {horizon!r}")
+    if target is None and horizon != PPO_ONLY_RL["kl_horizon"]:
+        raise ConfigError(f"{profile.path}: rl.kl_horizon: {horizon} is the adaptive KL controller's, which "
+                          "rl.kl_target switches on (null here)")
     if opts["critic_quantization"] and opts["value"] != "lora":
         raise ConfigError(f"{profile.path}: rl.critic_quantization needs rl.value: lora "
                           "(a quantized base cannot be fine-tuned)")
@@ -447,19 +484,24 @@ def train_ppo(profile: Profile, *, prompts: str | Path | None = None, progress: 
                          peft_config=lora,
                          callbacks=[_metrics_callback(metrics_path, lengths, warmup, baseline),
                                     *([_value_warmup_callback(warmup)] if warmup else []),
+                                    *([_adaptive_kl_callback(opts["kl_target"], opts["kl_horizon"], warmup)]
+                                      if opts["kl_target"] is not None else []),
                                     _samples_callback(samples_path, tok, fixed, args.response_length),
                                     *(callbacks or [])])
     if baseline:  # under DeepSpeed, PPOTrainer replaces its reward model with an engine wrapping it
         baseline.reward_model = trainer.reward_model
     started = common.stage_clock()
+    kl_coef = args.kl_coef  # the controller (rl.kl_target) moves it; run_info keeps the profile's start
     with lengths.patched(), (baseline.patched() if baseline else contextlib.nullcontext()):
         trainer.train()
+    final_kl_coef, args.kl_coef = args.kl_coef, kl_coef
     tok.padding_side = "left"
     stats = common.memory_and_time(trainer, started)
     updates = [json.loads(line) for line in metrics_path.read_text().splitlines()] if metrics_path.exists() else []
     result = {"updates": len(updates), "first_update": updates[0] if updates else None,
               "last_update": updates[-1] if updates else None, "train_prompts": len(train_rows),
-              "episodes": trainer.state.episode, "dtype": str(dtype).removeprefix("torch."), **stats}
+              "episodes": trainer.state.episode, "dtype": str(dtype).removeprefix("torch."),
+              "final_kl_coef": final_kl_coef, **stats}
     if common.is_main_process():
         policy_model = trainer.accelerator.unwrap_model(trainer.model).policy
         common.save_adapter_and_merged(policy_model, str(sft_dir), out)
@@ -468,6 +510,7 @@ def train_ppo(profile: Profile, *, prompts: str | Path | None = None, progress: 
             profile, "ppo", {"ppo": args, "lora": lora},
             {"policy_base": str(sft_dir), "reward_model": str(rm_dir), "value_init": str(rm_dir),
              "value_warmup_updates": warmup, "reward_baseline": opts["reward_baseline"],
+             "kl_target": opts["kl_target"], "kl_horizon": opts["kl_horizon"] if opts["kl_target"] else None,
              "reference": "policy with its LoRA adapter disabled", "fingerprint": fp}))
     shutil.rmtree(out / "checkpoints", ignore_errors=True)
     return result
