@@ -860,3 +860,41 @@ def test_heldout_kl_of_a_left_padded_sample_equals_the_unpadded_sequence():
     got = heldout.kl_per_sequence(policy, reference, samples, pad, 0.7)
     assert got[2] == 0.0 and all(abs(w) > 1e-3 for i, w in enumerate(want) if i != 2)
     assert got == pytest.approx(want, rel=1e-4, abs=1e-4)
+
+
+@pytest.mark.parametrize("stage", ["ppo", "rloo"])
+def test_a_diverged_update_stops_online_rl_there_and_keeps_its_metrics(tmp_path, runs, monkeypatch, stage):
+    """A reward that turns non-finite makes PPO's score (RLOO's reward) NaN or infinite. The run stops at
+    that update with an error that names the stage, the update and the metric; metrics.jsonl keeps the
+    row, and no policy or summary is written. Without the check TRL trains on and saves the NaN policy."""
+    import math
+
+    import torch
+
+    from llamalab.train import ppo, rloo
+    from llamalab.train.reward import train_reward
+    from llamalab.train.sft import train_sft
+
+    prof = _tiny_profile(tmp_path)
+    train_sft(prof, progress=False)
+    train_reward(prof, progress=False)
+    if stage == "ppo":
+        from trl.experimental.ppo import ppo_trainer
+
+        original = ppo_trainer.get_reward
+
+        def nan_scores(*args, **kwargs):
+            logits, scores, lengths = original(*args, **kwargs)
+            return logits, torch.full_like(scores, math.nan), lengths
+
+        monkeypatch.setattr(ppo_trainer, "get_reward", nan_scores)
+        train, bad = ppo.train_ppo, "score is nan"
+    else:
+        monkeypatch.setattr(rloo, "reward_function", lambda rm, tok: lambda prompts, completions, **kw: [math.inf] * len(prompts))
+        train, bad = rloo.train_rloo, "reward is inf"
+    with pytest.raises(FloatingPointError, match=rf"^{stage}: update 1: .*{bad}.*training diverged"):
+        train(prof, progress=False)
+    out = runs / prof.name / stage
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["update"] for r in rows] == [1]
+    assert not (out / "merged").exists() and not (out / "train_summary.json").exists()

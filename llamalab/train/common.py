@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -294,6 +295,21 @@ def read_fingerprint(profile: Profile, stage: str) -> str | None:
         return json.loads(info.read_text()).get("fingerprint")
     except (OSError, ValueError):
         return None
+
+
+def append_update(path: Path, row: dict[str, Any], stage: str, must_be_finite: tuple[str, ...]) -> None:
+    """Append one online-RL update's metrics to ``path`` (metrics.jsonl), then stop the run if any of
+    ``must_be_finite`` is NaN or infinite. A diverged PPO or RLOO run otherwise trains on to the end and
+    saves a NaN policy (and, with ``rl.kl_target``, a NaN KL coefficient) with nothing said. The row is
+    written first, so the update that diverged is on disk with every one before it."""
+    with path.open("a") as fh:
+        fh.write(json.dumps(row) + "\n")
+    bad = [f"{key} is {row[key]}" for key in must_be_finite
+           if isinstance(row.get(key), float) and not math.isfinite(row[key])]
+    if bad:
+        raise FloatingPointError(f"{stage}: update {row.get('update')}: {', '.join(bad)}: training diverged, so it "
+                                 f"stopped there without saving a policy. Every update up to this one is in {path}; "
+                                 f"a merged policy already in {path.parent}, if any, is an earlier run's.")
 
 
 def reusable(profile: Profile, stage: str, fp: str, summary_file: str = "metrics.json") -> dict | None:

@@ -36,6 +36,9 @@ METRIC_KEYS = {
     "lr": "lr", "episode": "episode",
 }
 
+FINITE_METRICS = ("score", "kl", "policy_loss", "value_loss")
+"""The metrics.jsonl columns whose NaN or infinity stops PPO at that update (``common.append_update``)."""
+
 
 def load_prompts(profile: Profile, path: str | Path | None = None, *, heldout: bool = False) -> list[dict]:
     from ..trainsets import load_ppo_prompts
@@ -155,8 +158,7 @@ def _metrics_callback(path: Path, lengths: _ResponseLengths, warmup: int = 0, ba
                 for key in ("score", "rlhf_reward"):
                     if row[key] is not None:
                         row[key] = row[key] + row["baseline"]
-            with path.open("a") as fh:
-                fh.write(json.dumps(row) + "\n")
+            common.append_update(path, row, "ppo", FINITE_METRICS)
 
     return MetricsJsonl()
 

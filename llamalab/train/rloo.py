@@ -21,6 +21,22 @@ from .ppo import PPO_ONLY_RL, load_prompts, ppo_only_settings, rl_dtype
 PPO_ONLY_FINGERPRINT_OMIT = tuple(f"rl.{key}" for key in PPO_ONLY_RL)  # changing them leaves RLOO's run reusable
 
 
+FINITE_METRICS = ("reward", "loss", "kl")
+"""The metrics.jsonl columns whose NaN or infinity stops RLOO at that update (``common.append_update``)."""
+
+
+def _metrics_callback(path: Path):
+    """Each update's logs, as TRL names them, to ``path``; a NaN reward, loss or KL stops the run there."""
+    from transformers import TrainerCallback
+
+    class Jsonl(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and "reward" in logs:
+                common.append_update(path, {"update": state.global_step, **logs}, "rloo", FINITE_METRICS)
+
+    return Jsonl()
+
+
 def stage_fingerprint(profile: Profile) -> str:
     """RLOO's fingerprint: its sections, the RL prompts, SFT and the reward model; not the PPO-only ``rl`` keys."""
     from .. import paths
@@ -54,7 +70,7 @@ def reward_function(rm, rm_tok):
 
 def train_rloo(profile: Profile, *, progress: bool = True, retrain: bool = True) -> dict[str, Any]:
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import RLOOTrainer
 
     from .. import models
@@ -82,15 +98,9 @@ def train_rloo(profile: Profile, *, progress: bool = True, retrain: bool = True)
     tok = models.prepare_tokenizer(AutoTokenizer.from_pretrained(sft_dir), policy)
     rm, rm_tok = load_reward_model(rm_dir, dtype=dtype, device=common.device())  # TRL leaves a reward function where it is
 
-    class Jsonl(TrainerCallback):
-        def on_log(self, a, state, control, logs=None, **kw):
-            if logs and "reward" in logs:
-                with metrics_path.open("a") as fh:
-                    fh.write(json.dumps({"update": state.global_step, **logs}) + "\n")
-
     trainer = RLOOTrainer(model=policy, reward_funcs=reward_function(rm, rm_tok), args=args,
                           train_dataset=Dataset.from_list([{"prompt": r["prompt"]} for r in rows]),
-                          processing_class=tok, peft_config=lora, callbacks=[Jsonl()])
+                          processing_class=tok, peft_config=lora, callbacks=[_metrics_callback(metrics_path)])
     started = common.stage_clock()
     trainer.train()
     stats = common.memory_and_time(trainer, started)
