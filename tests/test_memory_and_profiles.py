@@ -122,7 +122,11 @@ def test_rl_options_are_checked(tmp_path):
                     ({"kl_target": 0}, "rl.kl_target: expected null or a KL in nats > 0, got 0"),
                     ({"kl_target": "6"}, "rl.kl_target: .* got '6'"),
                     ({"kl_target": 6, "kl_horizon": 0.5}, "rl.kl_horizon: expected a whole number .* got 0.5"),
-                    ({"kl_horizon": 100}, "rl.kl_horizon: 100 is the adaptive KL controller's")]:
+                    ({"kl_horizon": 100}, "rl.kl_horizon: 100 is the adaptive KL controller's"),
+                    ({"kl_target": 6, "kl_coef_min": 0}, "rl.kl_coef_min: expected null or a coefficient > 0, got 0"),
+                    ({"kl_target": 6, "kl_coef_min": True}, "rl.kl_coef_min: .* got True"),
+                    ({"kl_coef_min": 0.1}, "rl.kl_coef_min: 0.1 is a floor .* rl.kl_target switches on"),
+                    ({"kl_target": 6, "kl_coef_min": 0.5}, r"rl.kl_coef_min: 0.5 is above .* \(ppo.kl_coef: 0.05\)")]:
         path = tmp_path / "p.yaml"
         path.write_text(base + "\n" + yaml.safe_dump({"rl": rl}))
         with pytest.raises(ConfigError, match=msg) as info:
@@ -130,7 +134,10 @@ def test_rl_options_are_checked(tmp_path):
         assert str(path) in str(info.value)
     assert rl_options(config.load_profile("a100")) == {"value": "lora", "critic_quantization": None, "tasks": None,
                                                           "value_warmup_updates": 0, "reward_baseline": None,
-                                                          "kl_target": None, "kl_horizon": 10000}
+                                                          "kl_target": None, "kl_horizon": 10000,
+                                                          "kl_coef_min": None}
+    path.write_text(base + "\n" + yaml.safe_dump({"rl": {"kl_target": 6, "kl_coef_min": 0.05}}))  # the start: allowed
+    assert rl_options(config.load_profile(path))["kl_coef_min"] == 0.05
     with pytest.raises(ModelError, match="needs a CUDA GPU"):
         quantization_config("4bit", "cpu")
 

@@ -642,6 +642,17 @@ def test_adaptive_kl_controller_steers_the_coefficient_each_update(tmp_path, run
     info = json.loads((runs / prof.name / "ppo" / "run_info.json").read_text())
     assert info["config"]["ppo"]["kl_coef"] == 0.3 and (info["kl_target"], info["kl_horizon"]) == (0.05, 16)
 
+    floored = config.apply_overrides(prof, ["rl.kl_coef_min=0.3"])  # rl.kl_coef_min at the start: never lowered
+    summary = train_ppo(floored, progress=False)
+    rows = [json.loads(x) for x in (runs / prof.name / "ppo" / "metrics.jsonl").read_text().splitlines()]
+    coefs = [r["kl_coef"] for r in rows] + [summary["final_kl_coef"]]
+    for row, now, after in zip(rows, coefs[:-1], coefs[1:], strict=True):
+        error = min(max(row["kl"] / 0.05 - 1, -KL_CONTROL_CLIP), KL_CONTROL_CLIP)
+        assert after == pytest.approx(max(now * (1 + error * 4 / 16), 0.3), rel=1e-9)
+    assert coefs[1] == 0.3 and min(coefs) == 0.3  # the first update's KL ~0 would have cut it to 0.285
+    info = json.loads((runs / prof.name / "ppo" / "run_info.json").read_text())
+    assert info["kl_coef_min"] == 0.3
+
     plain = config.apply_overrides(prof, ["rl.kl_target=null", "rl.kl_horizon=10000"])  # fixed coefficient
     summary = train_ppo(plain, progress=False)
     rows = [json.loads(x) for x in (runs / prof.name / "ppo" / "metrics.jsonl").read_text().splitlines()]

@@ -227,13 +227,16 @@ def _value_warmup_callback(updates: int):
 KL_CONTROL_CLIP = 0.2  # Ziegler et al.'s clip of the proportional error, as TRL's AdaptiveKLController had it
 
 
-def _adaptive_kl_callback(target: float, horizon: int, warmup: int = 0):
+def _adaptive_kl_callback(target: float, horizon: int, warmup: int = 0, floor: float | None = None):
     """rl.kl_target: Ziegler et al. (2019)'s adaptive KL controller, which TRL's PPOTrainer had before
     its rewrite (``adap_kl_ctrl``; target 6, horizon 10000). After each update,
     ``kl_coef *= 1 + e * n / horizon``, where ``e = clip(KL / target - 1, -0.2, 0.2)``, KL is the update's
     mean KL per sequence (``objective/kl``, measured on its rollouts) and n its episodes. TRL 1.12's
     trainer reads ``args.kl_coef`` at every rollout, so the next update's rewards use the new value.
-    Value-warmup updates (policy held still, KL 0) leave it alone."""
+    Value-warmup updates (policy held still, KL 0) leave it alone. ``floor`` (rl.kl_coef_min): the
+    coefficient never goes below it; at the start value, the controller only ever raises the coefficient,
+    so the first updates, whose KL is near 0 while the policy still equals its reference, cannot wind it
+    down (without a floor, a 40-update run did: README, "An adaptive KL coefficient")."""
     from transformers import TrainerCallback
 
     class AdaptiveKL(TrainerCallback):
@@ -241,7 +244,7 @@ def _adaptive_kl_callback(target: float, horizon: int, warmup: int = 0):
             if not logs or "objective/kl" not in logs or state.global_step <= warmup:
                 return
             error = min(max(logs["objective/kl"] / target - 1, -KL_CONTROL_CLIP), KL_CONTROL_CLIP)
-            args.kl_coef *= 1 + error * args.batch_size / horizon
+            args.kl_coef = max(args.kl_coef * (1 + error * args.batch_size / horizon), floor or 0.0)
 
     return AdaptiveKL()
 
@@ -334,9 +337,11 @@ def value_with_lora(profile: Profile, value):
 
 
 RL_KEYS = {"value": ("full", "lora"), "critic_quantization": (None, *models.QUANTIZATIONS), "tasks": None,
-           "value_warmup_updates": None, "reward_baseline": (None, "task"), "kl_target": None, "kl_horizon": None}
+           "value_warmup_updates": None, "reward_baseline": (None, "task"), "kl_target": None, "kl_horizon": None,
+           "kl_coef_min": None}
 # rl keys RLOO has no use for, with their defaults ("off")
-PPO_ONLY_RL = {"value_warmup_updates": 0, "reward_baseline": None, "kl_target": None, "kl_horizon": 10000}
+PPO_ONLY_RL = {"value_warmup_updates": 0, "reward_baseline": None, "kl_target": None, "kl_horizon": 10000,
+               "kl_coef_min": None}
 
 
 def ppo_only_settings(profile: Profile) -> dict[str, Any]:
@@ -368,6 +373,9 @@ def rl_options(profile: Profile) -> dict[str, Any]:
       ``ppo.kl_coef`` (``_adaptive_kl_callback``; Ziegler et al. 2019, old TRL's ``adap_kl_ctrl``).
     - ``kl_horizon``: PPO only, with ``kl_target``: the controller's horizon in episodes (10000, old
       TRL's default; each update moves the coefficient by at most 0.2 x its episodes / horizon).
+    - ``kl_coef_min``: PPO only, with ``kl_target``: null (no floor, Ziegler's and old TRL's way) or the
+      lowest coefficient the controller may set, at most ``ppo.kl_coef`` (equal to it: the controller only
+      raises the coefficient).
     """
     from ..config import ConfigError
     from ..trainsets import TASKS
@@ -395,6 +403,21 @@ def rl_options(profile: Profile) -> dict[str, Any]:
     if target is None and horizon != PPO_ONLY_RL["kl_horizon"]:
         raise ConfigError(f"{profile.path}: rl.kl_horizon: {horizon} is the adaptive KL controller's, which "
                           "rl.kl_target switches on (null here)")
+    floor = opts["kl_coef_min"]
+    if floor is not None:
+        start = common.section(profile, "ppo").get("kl_coef")
+        if start is None:  # the profile leaves it to TRL
+            from trl.experimental.ppo import PPOConfig
+
+            start = PPOConfig.__dataclass_fields__["kl_coef"].default
+        if isinstance(floor, bool) or not isinstance(floor, (int, float)) or not floor > 0:
+            raise ConfigError(f"{profile.path}: rl.kl_coef_min: expected null or a coefficient > 0, got {floor!r}")
+        if target is None:
+            raise ConfigError(f"{profile.path}: rl.kl_coef_min: {floor} is a floor for the adaptive KL "
+                              "controller, which rl.kl_target switches on (null here)")
+        if isinstance(start, (int, float)) and floor > start:
+            raise ConfigError(f"{profile.path}: rl.kl_coef_min: {floor} is above the coefficient the controller "
+                              f"starts from (ppo.kl_coef: {start})")
     if opts["critic_quantization"] and opts["value"] != "lora":
         raise ConfigError(f"{profile.path}: rl.critic_quantization needs rl.value: lora "
                           "(a quantized base cannot be fine-tuned)")
@@ -486,7 +509,8 @@ def train_ppo(profile: Profile, *, prompts: str | Path | None = None, progress: 
                          peft_config=lora,
                          callbacks=[_metrics_callback(metrics_path, lengths, warmup, baseline),
                                     *([_value_warmup_callback(warmup)] if warmup else []),
-                                    *([_adaptive_kl_callback(opts["kl_target"], opts["kl_horizon"], warmup)]
+                                    *([_adaptive_kl_callback(opts["kl_target"], opts["kl_horizon"], warmup,
+                                                           opts["kl_coef_min"])]
                                       if opts["kl_target"] is not None else []),
                                     _samples_callback(samples_path, tok, fixed, args.response_length),
                                     *(callbacks or [])])
@@ -513,6 +537,7 @@ def train_ppo(profile: Profile, *, prompts: str | Path | None = None, progress: 
             {"policy_base": str(sft_dir), "reward_model": str(rm_dir), "value_init": str(rm_dir),
              "value_warmup_updates": warmup, "reward_baseline": opts["reward_baseline"],
              "kl_target": opts["kl_target"], "kl_horizon": opts["kl_horizon"] if opts["kl_target"] else None,
+             "kl_coef_min": opts["kl_coef_min"],
              "reference": "policy with its LoRA adapter disabled", "fingerprint": fp}))
     shutil.rmtree(out / "checkpoints", ignore_errors=True)
     return result
