@@ -405,16 +405,16 @@ def rl_options(profile: Profile) -> dict[str, Any]:
                           "rl.kl_target switches on (null here)")
     floor = opts["kl_coef_min"]
     if floor is not None:
-        start = common.section(profile, "ppo").get("kl_coef")
-        if start is None:  # the profile leaves it to TRL
-            from trl.experimental.ppo import PPOConfig
-
-            start = PPOConfig.__dataclass_fields__["kl_coef"].default
         if isinstance(floor, bool) or not isinstance(floor, (int, float)) or not floor > 0:
             raise ConfigError(f"{profile.path}: rl.kl_coef_min: expected null or a coefficient > 0, got {floor!r}")
         if target is None:
             raise ConfigError(f"{profile.path}: rl.kl_coef_min: {floor} is a floor for the adaptive KL "
                               "controller, which rl.kl_target switches on (null here)")
+        start = common.section(profile, "ppo").get("kl_coef")
+        if start is None:  # the profile leaves it to TRL
+            from trl.experimental.ppo import PPOConfig
+
+            start = PPOConfig.__dataclass_fields__["kl_coef"].default
         if isinstance(start, (int, float)) and floor > start:
             raise ConfigError(f"{profile.path}: rl.kl_coef_min: {floor} is above the coefficient the controller "
                               f"starts from (ppo.kl_coef: {start})")
